@@ -1,0 +1,43 @@
+"""The ``wmkit`` command: one verb per folder.
+
+This module only registers verbs; each folder's ``cli.py`` owns its arguments
+and calls a library function that tests import directly.
+
+Usage::
+
+    wmkit demo --out /tmp/wmkit-demo
+    wmkit manifest build --source spatialvid --root /data/SpatialVID-HQ --out spatialvid.parquet
+    wmkit shards ingest --manifest spatialvid.parquet --out shards/
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wmkit import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level parser with every folder's verb registered."""
+    from wmkit import demo
+    from wmkit.datasets import cli as datasets_cli
+    from wmkit.manifests import cli as manifests_cli
+
+    parser = argparse.ArgumentParser(prog="wmkit", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"wmkit {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    manifests_cli.register(verbs)
+    datasets_cli.register(verbs)
+    demo.register(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen verb; return its exit code."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
