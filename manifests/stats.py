@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from wmkit.manifests.ops import clip_duration_s
 
@@ -78,15 +80,24 @@ def manifest_stats(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table(stats: pd.DataFrame) -> str:
-    """Render :func:`manifest_stats` output as an aligned plain-text table."""
-    return stats.to_string(
-        index=False,
-        formatters={
-            "clips": "{:,}".format,
-            "hours": "{:,.2f}".format,
-            "frames": "{:,}".format,
-        },
-    )
+    """Render :func:`manifest_stats` output as plain text: names left-aligned, numbers right-aligned."""
+    cells = {
+        "source": stats["source"].astype(str).tolist(),
+        "resolution": stats["resolution"].astype(str).tolist(),
+        "clips": [f"{v:,}" for v in stats["clips"]],
+        "hours": [f"{v:,.2f}" for v in stats["hours"]],
+        "frames": [f"{v:,}" for v in stats["frames"]],
+    }
+    widths = {col: max([len(col)] + [len(v) for v in values]) for col, values in cells.items()}
+
+    def line(values: dict[str, str]) -> str:
+        return "  ".join(
+            v.ljust(widths[col]) if col in ("source", "resolution") else v.rjust(widths[col]) for col, v in values.items()
+        ).rstrip()
+
+    rows = [line({col: col for col in cells})]
+    rows += [line({col: values[i] for col, values in cells.items()}) for i in range(len(stats))]
+    return "\n".join(rows)
 
 
 def plot_stats(stats: pd.DataFrame, path: str | Path) -> None:
@@ -101,29 +112,38 @@ def plot_stats(stats: pd.DataFrame, path: str | Path) -> None:
     grand = stats[(stats["source"] == TOTAL) & (stats["resolution"] == TOTAL)].iloc[0]
     sources = per_source["source"].tolist()
     hours = per_bucket.pivot(index="source", columns="resolution", values="hours").reindex(sources).fillna(0.0)
-    buckets = [label for label, _ in RESOLUTION_BUCKETS if label in hours.columns]
+    # buckets with no hours (e.g. splat scenes, span 0) have nothing to stack
+    buckets = [label for label, _ in RESOLUTION_BUCKETS if label in hours.columns and hours[label].sum() > 0]
     x = np.arange(len(sources))
 
-    fig = Figure(figsize=(max(8.0, 2.2 * len(sources) + 4.0), 4.8), layout="constrained")
+    fig = Figure(figsize=(max(10.0, 0.9 * len(sources) + 6.0), 5.0), layout="constrained")
     ax_hours, ax_clips = fig.subplots(1, 2, width_ratios=[3, 2])
-    colors = {label: f"C{i}" for i, (label, _) in enumerate(RESOLUTION_BUCKETS)}
+    # low to high resolution runs dark to bright; "unknown" is grey
+    known = [label for label, _ in RESOLUTION_BUCKETS[1:]]
+    colors = {label: colormaps["viridis"](i / (len(known) - 1)) for i, label in enumerate(known)}
+    colors["unknown"] = "0.6"
     bottom = np.zeros(len(sources))
     for bucket in buckets:
         values = hours[bucket].to_numpy()
-        ax_hours.bar(x, values, bottom=bottom, label=bucket, color=colors[bucket], width=0.6)
+        # zero-height segments would still pin the y-limits (sticky edges), so draw only present ones
+        present = values > 0
+        ax_hours.bar(x[present], values[present], bottom=bottom[present], label=bucket, color=colors[bucket], width=0.6)
         bottom += values
     for xi, total in zip(x, bottom):
         ax_hours.annotate(f"{total:,.2f} h", (xi, total), ha="center", va="bottom", xytext=(0, 2), textcoords="offset points")
-    ax_hours.set_xticks(x, sources)
+    rotation = {"rotation": 30, "ha": "right"} if len(sources) > 4 else {}
+    ax_hours.set_xticks(x, sources, **rotation)
     ax_hours.set_xlabel("source")
     ax_hours.set_ylabel("hours")
     ax_hours.set_title("Hours per source, by resolution")
-    ax_hours.legend(title="resolution", fontsize="small")
+    handles, labels = ax_hours.get_legend_handles_labels()
+    ax_hours.legend(handles[::-1], labels[::-1], title="resolution", fontsize="small")  # top of stack first
     ax_hours.margins(y=0.12)
 
     bars = ax_clips.bar(x, per_source["clips"].to_numpy(), color="C7", width=0.6)
     ax_clips.bar_label(bars, labels=[f"{c:,}" for c in per_source["clips"]], padding=2)
-    ax_clips.set_xticks(x, sources)
+    ax_clips.set_xticks(x, sources, **rotation)
+    ax_clips.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax_clips.set_xlabel("source")
     ax_clips.set_ylabel("clips")
     ax_clips.set_title("Clips per source")
