@@ -437,11 +437,11 @@ def _homogeneous(M: np.ndarray, what: str) -> np.ndarray:
     return np.concatenate([M, bottom], axis=-2)
 
 
-def _check_rows(name: str, n: int, **arrays: np.ndarray) -> None:
-    """Raise unless every array has ``n`` rows (one per key frame)."""
-    for field, arr in arrays.items():
-        if np.ndim(arr) == 0 or len(arr) != n:
-            raise CameraError(f"{name}: {field} has shape {np.shape(arr)}, expected {n} rows (one per listed frame)")
+def _check_shapes(name: str, **arrays: tuple[np.ndarray, tuple[int, ...]]) -> None:
+    """Raise naming the item unless every ``field=(array, expected_shape)`` matches (one row per listed frame)."""
+    for field, (arr, shape) in arrays.items():
+        if np.shape(arr) != shape:
+            raise CameraError(f"{name}: {field} has shape {np.shape(arr)}, expected {shape} (one row per listed frame)")
 
 
 def _broadcast_K(K: np.ndarray, n: int, name: str) -> np.ndarray:
@@ -537,9 +537,7 @@ def from_spatialvid(
     """
     poses = np.asarray(poses, dtype=np.float64)
     n = len(np.atleast_1d(indexes))
-    if poses.shape != (n, 7):
-        raise CameraError(f"{name}: poses has shape {poses.shape}, expected ({n}, 7) [tx,ty,tz,qx,qy,qz,qw]")
-    _check_rows(name, n, intrinsics=intrinsics)
+    _check_shapes(name, poses=(poses, (n, 7)), intrinsics=(intrinsics, (n, 4)))
     w2c = _rigid(quat_to_matrix(poses[:, 3:], "xyzw", name=f"{name} poses"), poses[:, :3])
     K = intrinsics_from_normalized(intrinsics, width, height)
     return _dense_cameras(invert_rigid(w2c), K, indexes, fps, num_frames, metric=False, name=name)
@@ -586,7 +584,7 @@ def from_sekai_game(
     """
     n = len(np.atleast_1d(indexes))
     c2w = _homogeneous(c2w, f"{name}: c2w")
-    _check_rows(name, n, c2w=c2w, intrinsics=intrinsics)
+    _check_shapes(name, c2w=(c2w, (n, 4, 4)), intrinsics=(intrinsics, (n, 4)))
     K = intrinsics_from_normalized(intrinsics, width, height)
     return _dense_cameras(c2w, K, indexes, fps, num_frames, metric=False, name=name)
 
@@ -636,9 +634,8 @@ def from_omniworld(
         Validated :class:`Cameras` with ``num_frames`` frames.
     """
     n = len(np.atleast_1d(indexes))
-    _check_rows(name, n, quat_wxyz=quat_wxyz, trans=trans)
-    R = quat_to_matrix(quat_wxyz, "wxyz", name=f"{name} quats")
-    w2c = _rigid(R, _check_last_dims(trans, (3,), f"{name}: trans"))
+    _check_shapes(name, quat_wxyz=(quat_wxyz, (n, 4)), trans=(trans, (n, 3)))
+    w2c = _rigid(quat_to_matrix(quat_wxyz, "wxyz", name=f"{name} quats"), np.asarray(trans, dtype=np.float64))
     return _dense_cameras(invert_rigid(w2c), _broadcast_K(K, n, name), indexes, fps, num_frames, metric, name)
 
 
@@ -674,12 +671,9 @@ def from_colmap(
     Returns:
         Validated, non-metric :class:`Cameras` with N frames.
     """
-    qvec_wxyz = _check_last_dims(qvec_wxyz, (4,), f"{name}: qvec")
-    if qvec_wxyz.ndim != 2:
-        raise CameraError(f"{name}: qvec has shape {qvec_wxyz.shape}, expected (N, 4)")
-    n = len(qvec_wxyz)
-    _check_rows(name, n, tvec=tvec)
-    w2c = _rigid(quat_to_matrix(qvec_wxyz, "wxyz", name=f"{name} qvec"), _check_last_dims(tvec, (3,), f"{name}: tvec"))
+    n = len(np.atleast_2d(qvec_wxyz))
+    _check_shapes(name, qvec_wxyz=(qvec_wxyz, (n, 4)), tvec=(tvec, (n, 3)))
+    w2c = _rigid(quat_to_matrix(qvec_wxyz, "wxyz", name=f"{name} qvec"), np.asarray(tvec, dtype=np.float64))
     return _dense_cameras(invert_rigid(w2c), _broadcast_K(K, n, name), np.arange(n), fps, n, False, name)
 
 
