@@ -113,14 +113,15 @@ class Cameras:
 
         Checks: finite values, orthonormal rotations with det +1, last row of
         ``c2w`` = [0, 0, 0, 1], positive focal lengths, zero skew row, strictly
-        increasing ``t`` and ``frame_index``. Returns ``self`` so calls chain.
+        increasing ``t`` and ``frame_index``. Frames are named by their
+        ``frame_index``. Returns ``self`` so calls chain.
         """
         if len(self) == 0:
             raise CameraError(f"{name}: no frames")
         for field in ("c2w", "K", "t"):
             bad = ~np.isfinite(getattr(self, field)).reshape(len(self), -1).all(axis=1)
             if bad.any():
-                raise CameraError(f"{name}: non-finite {field} at frames {np.flatnonzero(bad)[:8].tolist()}")
+                raise CameraError(f"{name}: non-finite {field} at frames {self.frame_index[bad][:8].tolist()}")
         R = self.c2w[:, :3, :3]
         ortho_err = np.abs(R @ R.transpose(0, 2, 1) - np.eye(3)).max(axis=(1, 2))
         det = np.linalg.det(R)
@@ -128,7 +129,7 @@ class Cameras:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise CameraError(
-                f"{name}: rotation of frame {i} is not a proper rotation "
+                f"{name}: rotation of frame {self.frame_index[i]} is not a proper rotation "
                 f"(|RR^T-I|={ortho_err[i]:.2e}, det={det[i]:.4f})"
             )
         if not np.allclose(self.c2w[:, 3, :], [0.0, 0.0, 0.0, 1.0], atol=atol):
@@ -137,7 +138,9 @@ class Cameras:
         bad = (fx <= 0) | (fy <= 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise CameraError(f"{name}: non-positive focal length at frame {i} (fx={fx[i]}, fy={fy[i]})")
+            raise CameraError(
+                f"{name}: non-positive focal length at frame {self.frame_index[i]} (fx={fx[i]}, fy={fy[i]})"
+            )
         if not np.allclose(self.K[:, 2, :], [0.0, 0.0, 1.0], atol=atol) or np.abs(self.K[:, 1, 0]).max() > atol:
             raise CameraError(f"{name}: K is not a pinhole matrix [[fx,s,cx],[0,fy,cy],[0,0,1]]")
         if len(self) > 1 and (np.diff(self.frame_index) <= 0).any():

@@ -431,8 +431,8 @@ def test_source_rejects_row_mismatch_and_nan_pose():
     c2w, intr = to_sekai_game(cams, SPARSE, W, H)
     with pytest.raises(CameraError, match=r"game_1.*intrinsics"):
         from_sekai_game(c2w, intr[:-1], SPARSE, W, H, FPS, 9, name="game_1")
-    c2w[2, 0, 3] = np.nan
-    with pytest.raises(CameraError, match=r"game_1.*non-finite c2w at frames \[2\]"):
+    c2w[2, 0, 3] = np.nan  # the row of frame SPARSE[2] == 3
+    with pytest.raises(CameraError, match=r"game_1 \(source frames\): non-finite c2w at frames \[3\]"):
         from_sekai_game(c2w, intr, SPARSE, W, H, FPS, 9, name="game_1")
 
 
