@@ -34,6 +34,7 @@ COLLISION_SEPARATOR = "-"
 #: order by :func:`split_group_keys`; clips without any fall back to ``media_uri``.
 DEFAULT_GROUP_KEYS: tuple[str, ...] = ("scene_id", "scene", "video_id")
 
+#: Values of the ``split`` column added by :func:`split_manifest`.
 SPLITS = ("train", "val")
 
 
@@ -54,7 +55,8 @@ def extra_score(df: pd.DataFrame, key: str) -> pd.Series:
     """Read the numeric ``extra[key]`` of every row as float64, NaN where absent or null.
 
     Raises :class:`ManifestError` naming the clip when the value is present but
-    not a number (a typo'd key is better caught than silently filtering all).
+    not a number: text where a score belongs is a catalogue error to see, not a
+    row to drop quietly.
     """
     values = np.full(len(df), np.nan)
     for i, (clip_id, extra) in enumerate(zip(df["clip_id"], df["extra"])):
@@ -85,11 +87,12 @@ class FilterReport:
 
     def format(self) -> str:
         """Plain text: one line per filter, then the totals."""
-        width = max([len(name) for name in self.removed] + [len("kept")])
-        lines = [f"{'rows in':<{width}}  {self.rows_in}"]
-        lines += [f"{name:<{width}}  -{count}" for name, count in self.removed.items()]
-        lines.append(f"{'kept':<{width}}  {self.rows_out}")
-        return "\n".join(lines)
+        rows = [("rows in", f"{self.rows_in:,}")]
+        rows += [(name, f"-{count:,}") for name, count in self.removed.items()]
+        rows.append(("kept", f"{self.rows_out:,}"))
+        name_width = max(len(name) for name, _ in rows)
+        count_width = max(len(count) for _, count in rows)
+        return "\n".join(f"{name:<{name_width}}  {count:>{count_width}}" for name, count in rows)
 
 
 def filter_manifest(
@@ -267,7 +270,8 @@ def split_manifest(
     groups = split_group_keys(df, group_keys)
     u = np.array([unit_hash(g, seed) for g in groups], dtype=np.float64)
     out = df.copy()
-    out["split"] = pd.array(np.where(u < val_fraction, "val", "train"), dtype="string")
+    train, val = SPLITS
+    out["split"] = pd.array(np.where(u < val_fraction, val, train), dtype="string")
     return out
 
 
