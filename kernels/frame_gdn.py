@@ -1,0 +1,260 @@
+"""Public entry of the Triton frame-wise GDN: validate once, then an autograd.Function
+whose forward/backward call the plain `frame_gdn_fwd` / `frame_gdn_bwd`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from .chunks import chunk_start_flags, reverse_reset_flags
+from .triton_gdn import _affine_scan_kernel, _gram_bwd_kernel, _gram_fwd_kernel, _output_bwd_kernel, _output_fwd_kernel
+from .validate import Mode, check_frame_gdn_args, check_frame_gdn_values, raise_on_nonfinite
+
+BLOCK_S = 64  # tokens per tile in the per-frame phases: 64 × 128 bf16 tiles keep two operands in shared memory
+BLOCK_R = 16  # state rows per scan program: 7 programs per head at Dv = 112 fill the GPU at B·H = 20
+NONFINITE_GROUPS = ("k_rot / v / beta", "k / beta", "q / q_rot")
+
+
+def _dims(D: int, Dv: int) -> dict[str, int]:
+    # tl.dot needs power-of-two tiles of at least 16: D = 112 is padded to 128 by masks.
+    return {"BLOCK_D": max(16, triton.next_power_of_2(D)), "BLOCK_DV": max(16, triton.next_power_of_2(Dv))}
+
+
+def _scan_precision(device: torch.device) -> str:
+    # The state stays fp32; on the GPU tf32x3 keeps fp32 accuracy on tensor cores
+    # (the interpreter computes exact fp32 whatever is asked).
+    return "tf32x3" if device.type == "cuda" else "ieee"
+
+
+def affine_scan(
+    A: torch.Tensor,
+    U: torch.Tensor,
+    gamma: torch.Tensor,
+    *,
+    reverse: bool,
+    add_first: bool,
+    store_before: bool,
+    resets: torch.Tensor | None = None,
+    init: torch.Tensor | None = None,
+    want_final: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run `_affine_scan_kernel` (phase B and its adjoints) over rows of U.
+
+    A: [BH, T, D, D] fp32; U: [BH, T, R, D] fp32; gamma: [B, T, H]; resets: [T] int32;
+    init: [BH, R, D] fp32. Returns (per-frame rows [BH, T, R, D], final carry or None)."""
+    BH, T, R, D = U.shape
+    H = gamma.shape[2]
+    out = torch.empty_like(U)
+    final = torch.empty(BH, R, D, device=U.device, dtype=torch.float32) if want_final else None
+    grid = (triton.cdiv(R, BLOCK_R), BH)
+    _affine_scan_kernel[grid](
+        A, U, gamma, resets, init, out, final, T, H, R,
+        D=D, BLOCK_R=BLOCK_R, BLOCK_D=_dims(D, D)["BLOCK_D"],
+        REVERSE=reverse, ADD_FIRST=add_first, STORE_BEFORE=store_before,
+        HAS_RESET=resets is not None, HAS_INIT=init is not None, HAS_FINAL=want_final,
+        PRECISION=_scan_precision(U.device),
+    )
+    return out, final
+
+
+@dataclass
+class ForwardSaved:
+    """What the backward needs besides the inputs: Grams and per-frame states, fp32."""
+
+    M: torch.Tensor  # [BH, T, D, D]
+    N: torch.Tensor  # [BH, T, D, D]
+    states: torch.Tensor  # forward S_t [BH, T, Dv, D]
+    zs: torch.Tensor  # forward z_t [BH, T, 1, D]
+    rev_states: torch.Tensor | None  # reverse R_t [BH, T, Dv, D]
+    rev_zs: torch.Tensor | None  # reverse r_t [BH, T, 1, D]
+    resets: torch.Tensor | None  # [T] chunk-end flags of the reverse scan
+
+
+def frame_gdn_fwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    q_rot: torch.Tensor,
+    k_rot: torch.Tensor,
+    mode: Mode,
+    chunk_sizes: list[int] | None,
+    initial_state: tuple[torch.Tensor, torch.Tensor] | None,
+    eps: float,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], ForwardSaved, torch.Tensor]:
+    """Forward phases A → B → C on validated inputs.
+
+    Returns (o [B, T, S, H, Dv] in q's dtype, final state (S [B, H, Dv, D], z [B, H, D]) fp32,
+    saved tensors for the backward, non-finite counts [3, B, H, T] int32)."""
+    B, T, S, H, D = q.shape
+    Dv = v.shape[-1]
+    BH, dev = B * H, q.device
+    f32 = {"device": dev, "dtype": torch.float32}
+    dims = _dims(D, Dv)
+    flags = torch.zeros(3, BH, T, device=dev, dtype=torch.int32)
+    M, N = torch.empty(BH, T, D, D, **f32), torch.empty(BH, T, D, D, **f32)
+    W, u = torch.empty(BH, T, Dv, D, **f32), torch.empty(BH, T, 1, D, **f32)
+    for group, state_path in ((0, True), (1, False)):
+        _gram_fwd_kernel[(T, BH)](
+            k, v, k_rot, beta, M, W, N, u, flags[group], T, S, H,
+            D=D, DV=Dv, BLOCK_S=BLOCK_S, STATE_PATH=state_path, **dims,
+        )
+    S0, z0 = (None, None) if initial_state is None else (initial_state[0].view(BH, Dv, D), initial_state[1].view(BH, 1, D))
+    states, S_last = affine_scan(M, W, gamma, reverse=False, add_first=False, store_before=False, init=S0, want_final=True)
+    zs, z_last = affine_scan(N, u, gamma, reverse=False, add_first=False, store_before=False, init=z0, want_final=True)
+    resets = reverse_reset_flags(mode, chunk_sizes, T, dev)
+    rev_states = rev_zs = None
+    if resets is not None:
+        rev_states, _ = affine_scan(M, W, gamma, reverse=True, add_first=False, store_before=True, resets=resets)
+        rev_zs, _ = affine_scan(N, u, gamma, reverse=True, add_first=False, store_before=True, resets=resets)
+    o = torch.empty(B, T, S, H, Dv, device=dev, dtype=q.dtype)
+    has_rev = resets is not None
+    _output_fwd_kernel[(T, BH)](
+        q, q_rot, states, rev_states if has_rev else states, zs, rev_zs if has_rev else zs, o, flags[2],
+        T, S, H, eps, D=D, DV=Dv, BLOCK_S=BLOCK_S, HAS_REV=has_rev, **dims,
+    )
+    saved = ForwardSaved(M, N, states, zs, rev_states, rev_zs, resets)
+    final = (S_last.view(B, H, Dv, D), z_last.view(B, H, D))
+    return o, final, saved, flags.view(3, B, H, T)
+
+
+def frame_gdn_bwd(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    q_rot: torch.Tensor,
+    k_rot: torch.Tensor,
+    initial_state: tuple[torch.Tensor, torch.Tensor] | None,
+    saved: ForwardSaved,
+    do: torch.Tensor,
+    d_final: tuple[torch.Tensor, torch.Tensor] | None,
+    eps: float,
+) -> tuple[torch.Tensor, ...]:
+    """Backward with its own kernels: adjoint of C, adjoint scans of B, adjoint of A.
+
+    do: [B, T, S, H, Dv]; d_final: gradients of the returned final state or None.
+    Returns (dq, dk, dv, dbeta, dgamma, dq_rot, dk_rot, dS0 [B, H, Dv, D], dz0 [B, H, D])."""
+    B, T, S, H, D = q.shape
+    Dv = v.shape[-1]
+    BH, dev = B * H, q.device
+    f32 = {"device": dev, "dtype": torch.float32}
+    dims = _dims(D, Dv)
+    has_rev = saved.resets is not None
+    rev_states = saved.rev_states if has_rev else saved.states
+    rev_zs = saved.rev_zs if has_rev else saved.zs
+    dq, dq_rot = torch.empty_like(q), torch.empty_like(q_rot)
+    dH, dzeta = torch.empty(BH, T, Dv, D, **f32), torch.empty(BH, T, 1, D, **f32)
+    _output_bwd_kernel[(T, BH)](
+        q, q_rot, do, saved.states, rev_states, saved.zs, rev_zs, dq, dq_rot, dH, dzeta,
+        T, S, H, eps, D=D, DV=Dv, BLOCK_S=BLOCK_S, HAS_REV=has_rev, **dims,
+    )
+    dS_last = dz_last = None
+    if d_final is not None:
+        dS_last, dz_last = d_final[0].contiguous().view(BH, Dv, D), d_final[1].contiguous().view(BH, 1, D)
+    # G_t: gradient reaching the forward state S_t (reverse scan, inclusive).
+    G, dS0 = affine_scan(saved.M, dH, gamma, reverse=True, add_first=True, store_before=True, init=dS_last, want_final=True)
+    Gz, dz0 = affine_scan(saved.N, dzeta, gamma, reverse=True, add_first=True, store_before=True, init=dz_last, want_final=True)
+    E, Ez = G, Gz
+    if has_rev:
+        # Ẽ_t: gradient reaching R_{t-1} (forward scan, exclusive, restarting at chunk starts).
+        starts = chunk_start_flags(saved.resets)
+        E, _ = affine_scan(saved.M, dH, gamma, reverse=False, add_first=False, store_before=True, resets=starts)
+        Ez, _ = affine_scan(saved.N, dzeta, gamma, reverse=False, add_first=False, store_before=True, resets=starts)
+    dk, dv, dk_rot = torch.empty_like(k), torch.empty_like(v), torch.empty_like(k_rot)
+    dbeta = torch.empty(2, B, T, S, H, **f32)
+    dgamma = torch.empty(2, B, T, H, **f32)
+    S0, z0 = (saved.states, saved.zs) if initial_state is None else initial_state
+    for state_path in (True, False):
+        _gram_bwd_kernel[(T, BH)](
+            k, v, k_rot, beta, gamma, saved.M, saved.N, saved.states, rev_states, saved.zs, rev_zs, S0, z0,
+            G, E, Gz, Ez, dk, dv, dk_rot, dbeta, dgamma, B, T, S, H,
+            D=D, DV=Dv, BLOCK_S=BLOCK_S, HAS_REV=has_rev, HAS_INIT=initial_state is not None,
+            PRECISION=_scan_precision(dev), STATE_PATH=state_path, **dims,
+        )
+    return (
+        dq, dk, dv, dbeta.sum(0).to(beta.dtype), dgamma.sum(0).to(gamma.dtype), dq_rot, dk_rot,
+        dS0.view(B, H, Dv, D), dz0.view(B, H, D),
+    )
+
+
+class _FrameGDN(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, beta, gamma, q_rot, k_rot, S0, z0, mode, chunk_sizes, eps, check_values):
+        initial_state = None if S0 is None else (S0, z0)
+        o, final, saved, flags = frame_gdn_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps)
+        if check_values:
+            raise_on_nonfinite(flags, NONFINITE_GROUPS)
+        ctx.saved = saved
+        ctx.eps = eps
+        ctx.has_init = initial_state is not None
+        ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0)
+        return o, final[0], final[1]
+
+    @staticmethod
+    def backward(ctx, do, dS_last, dz_last):
+        q, k, v, beta, gamma, q_rot, k_rot, S0, z0 = ctx.saved_tensors
+        initial_state = (S0, z0) if ctx.has_init else None
+        d_final = None if dS_last is None and dz_last is None else (
+            torch.zeros_like(ctx.saved.states[:, 0]) if dS_last is None else dS_last,
+            torch.zeros_like(ctx.saved.zs[:, 0, 0]) if dz_last is None else dz_last,
+        )
+        grads = frame_gdn_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, ctx.saved, do.contiguous(), d_final, ctx.eps)
+        dS0, dz0 = (grads[7], grads[8]) if ctx.has_init else (None, None)
+        return (*grads[:7], dS0, dz0, None, None, None, None)
+
+
+def frame_gdn(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    gamma: torch.Tensor,
+    q_rot: torch.Tensor,
+    k_rot: torch.Tensor,
+    *,
+    mode: Mode,
+    chunk_sizes: list[int] | None = None,
+    initial_state: tuple[torch.Tensor, torch.Tensor] | None = None,
+    return_final_state: bool = False,
+    eps: float = 1e-8,
+    check_values: bool = True,
+) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """Frame-wise Gated DeltaNet (DESIGN §3.4–3.6), Triton forward and backward.
+
+    Per head, frame t of S tokens updates the fp32 state with one rank-S delta step
+    S_t = γ_t S_{t−1}(I − K̃_tᵀB_tK̃_t) + V_tᵀB_tK̃_t, the normaliser
+    z_t = γ_t(I − K_tᵀB_tK_t)z_{t−1} + K_tᵀβ_t, and outputs o = (H_t q̃) / (ζ_tᵀq + eps).
+
+    Args:
+        q, k: [B, T, S, H, D] unrotated query/key (normaliser and denominator). k must
+            already be ReLU'd and scaled by 1/sqrt(D·S) (DESIGN §3.2): the op does not scale.
+        v: [B, T, S, H, Dv] values.
+        beta: [B, T, S, H] per-token write strength in [0, 1].
+        gamma: [B, T, H] per-frame decay in (0, 1].
+        q_rot, k_rot: [B, T, S, H, D] RoPE-rotated q̃, k̃ (numerator; erase and write terms).
+        mode: "causal" (frames <= t), "bidirectional" (+ reverse over frames > t) or
+            "chunk_causal" (global forward + reverse confined to t's chunk).
+        chunk_sizes: frames per chunk for chunk_causal (default `chunk_sizes_for(T)`).
+        initial_state: (S [B, H, Dv, D], z [B, H, D]) fp32 entering the forward scan.
+        return_final_state: also return the forward scan's last (S, z), fp32.
+        eps: added to the raw denominator (no abs, no clamp).
+        check_values: check gamma in (0, 1] and NaN in the inputs (one host sync
+            before and one after the kernels); turn off inside CUDA graphs.
+    q, k, v, q_rot, k_rot share one dtype (bf16, fp16 or fp32); the state is fp32.
+    Returns o [B, T, S, H, Dv] in q's dtype, and (S, z) if return_final_state.
+    """
+    check_frame_gdn_args(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state)
+    if check_values:
+        check_frame_gdn_values(beta, gamma)
+    S0, z0 = (None, None) if initial_state is None else initial_state
+    o, S_last, z_last = _FrameGDN.apply(
+        q, k, v, beta, gamma, q_rot, k_rot, S0, z0, mode, None if chunk_sizes is None else list(chunk_sizes), eps, check_values
+    )
+    if return_final_state:
+        return o, (S_last, z_last)
+    return o
