@@ -113,7 +113,11 @@ def validate(df: pd.DataFrame) -> None:
 
 def read_manifest(path: str) -> pd.DataFrame:
     """Read and validate a ``manifest.parquet``."""
-    df = pd.read_parquet(path).astype(DTYPES)
+    df = pd.read_parquet(path)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{path}: manifest is missing columns {missing}")
+    df = df.astype(DTYPES)
     validate(df)
     return df
 
