@@ -71,7 +71,9 @@ def load_source_cameras(row: Mapping[str, Any]) -> Cameras:
     """
     clip = str(row.get("clip_id", "?"))
     if not has_source_cameras(row):
-        raise CameraError(f"{clip}: source {row.get('source')!r} has no source cameras (cameras_uri={row.get('cameras_uri')!r})")
+        raise CameraError(
+            f"{clip}: source {row.get('source')!r} has no source cameras (cameras_uri={row.get('cameras_uri')!r})"
+        )
     try:
         cams = _LOADERS[row["source"]](row, Path(row["cameras_uri"]), clip)
     except CameraError:
@@ -105,16 +107,16 @@ def _sekai_game(row: Mapping[str, Any], path: Path, clip: str) -> Cameras:
     if len(c2w) != num_frames:
         raise CameraError(f"{clip}: {path} has {len(c2w)} poses for a clip of {num_frames} frames")
     fxfycxcy = _sekai_normalized_intrinsics(intrinsic, len(c2w), clip)
-    return from_sekai_game(
-        c2w, fxfycxcy, np.arange(len(c2w)), int(row["width"]), int(row["height"]), float(row["fps"]), num_frames, name=clip
-    )
+    width, height, fps = int(row["width"]), int(row["height"]), float(row["fps"])
+    return from_sekai_game(c2w, fxfycxcy, np.arange(len(c2w)), width, height, fps, num_frames, name=clip)
 
 
 def _sekai_normalized_intrinsics(intrinsic: np.ndarray, n: int, clip: str) -> np.ndarray:
     """(n, 4) ``[fx/W, fy/H, cx/W, cy/H]`` from Sekai's normalized K (3,3)/(n,3,3) or vectors (4,)/(n,4)."""
     intrinsic = np.asarray(intrinsic, dtype=np.float64)
     if intrinsic.shape[-2:] == (3, 3):
-        intrinsic = np.stack([intrinsic[..., 0, 0], intrinsic[..., 1, 1], intrinsic[..., 0, 2], intrinsic[..., 1, 2]], -1)
+        fx, fy = intrinsic[..., 0, 0], intrinsic[..., 1, 1]
+        intrinsic = np.stack([fx, fy, intrinsic[..., 0, 2], intrinsic[..., 1, 2]], -1)
     if intrinsic.shape == (4,):
         return np.repeat(intrinsic[None], n, axis=0)
     if intrinsic.shape != (n, 4):

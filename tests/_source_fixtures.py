@@ -83,7 +83,8 @@ def truth_cameras(
     c2w[:, :3, 3] = start + np.arange(num_frames)[:, None] * velocity
     c2w[:, 3, 3] = 1.0
     focal = width * rng.uniform(0.8, 1.2)
-    K = np.array([[focal, 0.0, width * rng.uniform(0.45, 0.55)], [0.0, focal, height * rng.uniform(0.45, 0.55)], [0, 0, 1]])
+    cx, cy = width * rng.uniform(0.45, 0.55), height * rng.uniform(0.45, 0.55)
+    K = np.array([[focal, 0.0, cx], [0.0, focal, cy], [0.0, 0.0, 1.0]])
     index = np.arange(num_frames)
     return Cameras(c2w=c2w, K=np.repeat(K[None], num_frames, 0), t=index / fps, frame_index=index, metric=metric)
 
@@ -103,7 +104,9 @@ def write_video(
     return path
 
 
-def write_frames(folder: Path, num_frames: int, width: int = WIDTH, height: int = HEIGHT, name: str = "{:06d}.png") -> Path:
+def write_frames(
+    folder: Path, num_frames: int, width: int = WIDTH, height: int = HEIGHT, name: str = "{:06d}.png"
+) -> Path:
     """Write ``num_frames`` PNG frames named ``name.format(i)`` (i from 0) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(num_frames):
@@ -144,9 +147,8 @@ def write_spatialvid(root: Path, n_clips: int = 2, with_videos: bool = True) -> 
         np.save(annotation / "poses.npy", poses.astype(np.float32))
         np.save(annotation / "intrinsics.npy", intrinsics.astype(np.float32))
         (annotation / "indexes.txt").write_text("".join(f"{row} {frame}\n" for row, frame in enumerate(indexes)))
-        (annotation / "caption.json").write_text(
-            json.dumps({"SceneSummary": f"summary {i}", "SceneDescription": f"a street, clip {i}", "CameraMotion": "pan"})
-        )
+        caption = {"SceneSummary": f"summary {i}", "SceneDescription": f"a street, clip {i}", "CameraMotion": "pan"}
+        (annotation / "caption.json").write_text(json.dumps(caption))
         rows.append([
             clip, "1", video.as_posix(), f"annotations/group_0001/{clip}", str(FRAMES), str(FPS), f"{WIDTH}x{HEIGHT}",
             "5.1", "120.5", "3.2", "0.01", "1.5", "2", "12.0", "0.5", "0.1", "pan right",
@@ -214,8 +216,8 @@ def write_miradata(root: Path, n_clips: int = 2, with_videos: bool = True) -> Pa
         rows.append([
             clip, "youtube_city", f"https://youtu.be/vid{i}", f"vid{i}", str(WIDTH), str(HEIGHT), str(FPS),
             repr(FRAMES / FPS), "['0:00:00.000', '0:00:00.541']", str(FRAMES), "[0, 13]", path,
-            "people walking", "a plaza", "documentary", "steady forward", f"A plaza {i}.", f"A dense plaza caption {i}.",
-            "forward", "", "",
+            "people walking", "a plaza", "documentary", "steady forward", f"A plaza {i}.",
+            f"A dense plaza caption {i}.", "forward", "", "",
         ])  # fmt: skip
     _write_csv(root / "miradata_v1_9k.csv", header, rows)
     return root

@@ -45,8 +45,8 @@ def test_spatialvid_maps_spaced_columns_and_keeps_the_rest(tmp_path: Path) -> No
     assert row.cameras_uri == str(root.resolve() / "annotations/group_0001/svid-clip-0")
     assert row.depth_uri.endswith("depths/group_0001/svid-clip-0.zip") and df["depth_uri"].iloc[1] == ""
     extra = _extra(df)
-    for column in ("aesthetic score", "luminance score", "motion score", "ocr score", "moveDist", "group id", "weather"):
-        assert column in extra
+    kept = ("aesthetic score", "luminance score", "motion score", "ocr score", "moveDist", "group id", "weather")
+    assert set(kept) <= set(extra)
     assert extra["aesthetic score"] == "5.1"
     assert not {"id", "video path", "num frames", "fps", "resolution"} & set(extra)
 
@@ -164,9 +164,13 @@ def test_dl3dv_gs_finds_latest_iteration_and_lone_ply(tmp_path: Path) -> None:
     lone = df[df["cameras_uri"] == ""].iloc[0]
     assert lone.media_uri.endswith("scene.ply") and lone.num_frames == 0 and lone.fps == 0.0
     Path(lone.media_uri).write_bytes(b"not a ply")
+    (root / "two-splats").mkdir()
+    for name in ("a.ply", "b.ply"):
+        shutil.copy(trained.media_uri, root / "two-splats" / name)
     bad: list[tuple[str, str]] = []
     assert len(build_manifest("dl3dv_gs", root, errors=bad)) == 1
-    assert "not a PLY file" in bad[0][1]
+    reasons = dict(bad)
+    assert "not a PLY file" in reasons[lone.name] and "ambiguous" in reasons["two-splats"]
 
 
 def test_local_probes_mp4_and_mkv_and_reports_unreadable_files(tmp_path: Path) -> None:

@@ -47,8 +47,10 @@ class RowError(ValueError):
 def read_csv_rows(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
     """Read a catalogue CSV as the source ships it: one dict per row, keyed by header names.
 
-    Header names are kept verbatim (SpatialVID's contain spaces). Empty unnamed
-    header cells (MiraData's trailing ``,,``) are dropped with their values.
+    Header names and values are kept verbatim as strings (SpatialVID's names
+    contain spaces; ids such as ``000123`` must not become numbers), so
+    ``extra`` holds the catalogue's own spelling. Empty unnamed header cells
+    (MiraData's trailing ``,,``) are dropped with their (empty) values.
     Raises :class:`ManifestError` naming ``path`` (and the line) for a missing
     file, a missing ``required`` column, broken quoting or a row with more
     fields than the header.

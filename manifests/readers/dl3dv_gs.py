@@ -9,7 +9,9 @@ beside the DL3DV scene's nerfstudio ``transforms.json``::
       transforms.json                             (optional: the capture's cameras)
 
 A scene folder holding a single top-level ``*.ply`` instead of
-``point_cloud/`` is accepted too. There is no catalogue file, so the reader
+``point_cloud/`` is accepted too (a trainer's ``input.ply`` beside
+``point_cloud/`` is not a splat and is ignored); a folder with several
+top-level plys and no ``point_cloud/`` is a bad row, since the splat is ambiguous. There is no catalogue file, so the reader
 walks ROOT; the source id is the scene folder relative to ROOT (the DL3DV
 hash). ``media_uri`` is the ply; ``cameras_uri`` is transforms.json when
 present, and then ``num_frames``/``width``/``height`` are its frame count and
@@ -62,9 +64,9 @@ def ply_vertex_count(path: Path) -> int:
     raise RowError(f"{path}: PLY header has no 'element vertex <count>' line")
 
 
-def _scene_plys(root: Path) -> dict[Path, tuple[Path, int | None]]:
-    """Scene folder -> (its ply, iteration or None): highest ``iteration_N``, else a lone top-level ply."""
-    found: dict[Path, tuple[Path, int | None]] = {}
+def _scene_plys(root: Path) -> dict[Path, tuple[Path | None, int | None]]:
+    """Scene folder -> (its ply, iteration): highest ``iteration_N``, else a lone top-level ply (None if several)."""
+    found: dict[Path, tuple[Path | None, int | None]] = {}
     for ply in root.rglob("point_cloud.ply"):
         match = _ITERATION.match(ply.parent.name)
         if match and ply.parent.parent.name == "point_cloud":
@@ -75,14 +77,14 @@ def _scene_plys(root: Path) -> dict[Path, tuple[Path, int | None]]:
         scene = ply.parent
         if scene in found or any(p.name == "point_cloud" for p in ply.parents):
             continue
-        siblings = list(scene.glob("*.ply"))
-        if len(siblings) == 1:
-            found[scene] = (ply, None)
+        found[scene] = (ply if len(list(scene.glob("*.ply"))) == 1 else None, None)
     return found
 
 
-def _scene(scene: Path, ply_iteration: tuple[Path, int | None]) -> dict[str, Any]:
+def _scene(scene: Path, ply_iteration: tuple[Path | None, int | None]) -> dict[str, Any]:
     ply, iteration = ply_iteration
+    if ply is None:
+        raise RowError(f"{scene}: several .ply files and no point_cloud/iteration_*/, so the splat is ambiguous")
     extra: dict[str, Any] = {
         "ply": ply.relative_to(scene).as_posix(),
         "iteration": iteration,

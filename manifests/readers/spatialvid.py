@@ -45,7 +45,8 @@ __all__ = ["LICENSE", "read_spatialvid"]
 
 LICENSE = "CC-BY-NC-SA-4.0"
 CATALOGUES = ("data/train/SpatialVID_HQ_metadata.csv", "data/train/SpatialVID_metadata.csv")
-ID, VIDEO, ANNOTATION, FRAMES, FPS, RESOLUTION = "id", "video path", "annotation path", "num frames", "fps", "resolution"
+ID, VIDEO, ANNOTATION = "id", "video path", "annotation path"
+FRAMES, FPS, RESOLUTION = "num frames", "fps", "resolution"
 _MAPPED = (ID, VIDEO, ANNOTATION, FRAMES, FPS, RESOLUTION)
 
 
