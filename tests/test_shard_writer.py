@@ -196,3 +196,13 @@ def test_verify_reports_missing_and_unlisted_shards(tmp_path):
     problems = verify_shards(tmp_path).problems
     assert "extra-000000.tar: tar is not listed in the index" in problems
     assert "shard-000001.tar: listed in the index but missing on disk" in problems
+
+
+def test_verify_check_video_compares_decoded_frames(tmp_path):
+    from _shard_fixtures import clip_frames, encode_mp4
+
+    short_video = replace(make_sample("clip_short"), mp4=encode_mp4(clip_frames(5)))  # cameras/json say 6
+    _write(tmp_path, [make_sample("clip_ok"), short_video])
+    assert verify_shards(tmp_path).ok  # without decoding, the mismatch is invisible
+    problems = verify_shards(tmp_path, check_video=True).problems
+    assert problems == ["shard-000000.tar: sample clip_short: mp4 has 5 frames, cameras have 6"]
