@@ -110,7 +110,9 @@ def test_miradata_sanitises_dotted_ids_and_drops_unnamed_columns(tmp_path: Path)
     assert row.caption == "A dense plaza caption 0."
     extra = _extra(df)
     assert {"video_id", "timestamp", "short_caption", "camera_caption", "frame_number", "source"} <= set(extra)
-    assert "" not in extra
+    assert "" not in extra and not any(k.startswith("unnamed_") for k in extra)
+    fx.set_csv_cell(root / "miradata_v1_9k.csv", 1, "", "stray note")
+    assert _extra(build_manifest("miradata", root), 1)["unnamed_19"] == "stray note"
 
 
 def test_miradata_unparsable_number_is_a_bad_row(tmp_path: Path) -> None:

@@ -49,8 +49,9 @@ def read_csv_rows(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
 
     Header names and values are kept verbatim as strings (SpatialVID's names
     contain spaces; ids such as ``000123`` must not become numbers), so
-    ``extra`` holds the catalogue's own spelling. Empty unnamed header cells
-    (MiraData's trailing ``,,``) are dropped with their (empty) values.
+    ``extra`` holds the catalogue's own spelling. Unnamed header cells
+    (MiraData's trailing ``,,``) are dropped where the row's value is empty and
+    kept as ``unnamed_<column number>`` otherwise, so nothing written is lost.
     Raises :class:`ManifestError` naming ``path`` (and the line) for a missing
     file, a missing ``required`` column, broken quoting or a row with more
     fields than the header.
@@ -79,7 +80,8 @@ def read_csv_rows(path: Path, required: Iterable[str]) -> list[dict[str, str]]:
                         f"catalogue {path} line {reader.line_num}: {len(fields)} fields, header has {len(header)}"
                     )
                 fields += [""] * (len(header) - len(fields))
-                rows.append({name: value for name, value in zip(header, fields) if name != ""})
+                cells = enumerate(zip(header, fields))
+                rows.append({name or f"unnamed_{i}": value for i, (name, value) in cells if name or value})
         except csv.Error as err:
             raise ManifestError(f"catalogue {path} line {reader.line_num}: {err}") from err
     return rows
