@@ -5,13 +5,15 @@ same frames and arguments give byte-identical mp4 bytes on every run, because
 
 - x264's macroblock-tree rate control (``mbtree``) is off: with it on, this
   x264 (core 165) gave 9 different outputs in 25 single-threaded encodes of
-  one 96x64 clip, and 6 in 10 at 320x192. Turning it off costs bitrate at
-  equal ``crf`` (about 30% on the test clips), not quality;
+  one 96x64 clip, and 6 in 10 at 320x192. Off, files at equal ``crf`` are
+  larger (30-50% on the test clips);
 - x264 runs with a fixed thread count (its output depends on the count, and
   the automatic count depends on the machine);
-- frame timestamps are the frame index and the muxer writes no creation time. The pixel format is yuv420p tagged as
-BT.601 limited range, the conversion PyAV applies to RGB input, so players and
-decoders that read the tags convert back the same way.
+- frame timestamps are the frame index and the muxer writes no creation time.
+
+The pixel format is yuv420p tagged as BT.601 limited range, the conversion
+PyAV applies to RGB input, so decoders that read the tags convert back the
+same way.
 
 H.264 yuv420p needs even width and height; odd sizes are rejected rather than
 padded, since padding would change the frame size the cameras' ``K`` refers to.
@@ -32,7 +34,9 @@ from wmkit.datasets.video_error import VideoError
 
 __all__ = ["encode_mp4", "write_mp4"]
 
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
+)
 
 
 def _check_frames(frames: np.ndarray, fps: float, crf: int, preset: str, threads: int, name: str) -> None:

@@ -48,17 +48,24 @@ def probe_frame_folder(folder: Path) -> tuple[int, int, int, str]:
     return len(files), width, height, codec
 
 
-def read_frame_image(path: Path, size: tuple[int, int] | None) -> np.ndarray:
+def read_frame_image(path: Path, source_size: tuple[int, int], size: tuple[int, int] | None) -> np.ndarray:
     """One frame image as uint8 (H, W, 3) RGB, resized to ``size`` = (width, height) if given.
 
-    Resizing uses Pillow's bilinear filter, whose support widens with the
-    shrink factor, so shrinking averages over the covered area (no aliasing).
+    ``source_size`` (width, height) is the folder's frame size: an image of
+    another size is an error, as one clip has one camera sensor. Resizing uses
+    Pillow's bilinear filter, whose support widens with the shrink factor, so
+    shrinking averages over the covered area (no aliasing).
     """
     try:
         with Image.open(path) as image:
             rgb = image.convert("RGB")
     except (OSError, UnidentifiedImageError) as exc:
         raise VideoError(f"{path}: not a readable image ({exc})") from exc
+    if rgb.size != source_size:
+        raise VideoError(
+            f"{path}: frame size {rgb.size[0]}x{rgb.size[1]} differs from the folder's "
+            f"{source_size[0]}x{source_size[1]} (its first frame)"
+        )
     if size is not None and rgb.size != size:
         rgb = rgb.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.uint8)

@@ -29,6 +29,7 @@ from wmkit.datasets.video import (
     probe,
     write_mp4,
 )
+from wmkit.datasets import video_decode
 from wmkit.datasets.video_span import resolve_span, select_frames
 
 T, H, W, FPS = 40, 64, 96, 20.0
@@ -95,8 +96,10 @@ def _write_with_pyav(path: Path, frames: np.ndarray, fmt: str, first_pts: int = 
 
 
 def test_encode_is_byte_identical_across_runs(frames):
+    # With x264's mbtree on, most of 5 reruns differed (video_encode docstring); repeat to catch that.
     first = encode_mp4(frames, FPS)
-    assert encode_mp4(frames, FPS) == first
+    assert all(encode_mp4(frames, FPS) == first for _ in range(5))
+    assert len({encode_mp4(frames, FPS, threads=3) for _ in range(3)}) == 1
     assert encode_mp4(frames.copy(), FPS, crf=18, preset="medium") == first
     assert encode_mp4(frames, FPS, crf=30) != first  # the knobs do reach the encoder
 
@@ -205,6 +208,21 @@ def test_fps_resampling_takes_the_nearest_frame(videos, backend, start_s, end_s,
     np.testing.assert_array_equal(read_indices(clip), expected)
 
 
+def test_pyav_seeks_to_the_keyframe_before_the_span_and_stops_after_it(videos, monkeypatch):
+    decoded_s: list[float] = []
+    timed_frames = video_decode._timed_frames
+
+    def recording(*args):
+        for t, frame in timed_frames(*args):
+            decoded_s.append(t)
+            yield t, frame
+
+    monkeypatch.setattr(video_decode, "_timed_frames", recording)
+    clip = decode_clip(videos[5], 1.62, 1.78)  # keyframes every 5 frames: frame 30 at 1.5 s
+    np.testing.assert_array_equal(read_indices(clip), [32, 33, 34, 35])
+    assert decoded_s == pytest.approx(np.arange(30, 37) / FPS)  # from the keyframe to one frame past the span
+
+
 def test_timestamps_count_from_the_first_frame(tmp_path, frames):
     for fmt, name in [("mp4", "late.mp4"), ("matroska", "late.mkv")]:
         path = tmp_path / name
@@ -237,9 +255,9 @@ def test_select_frames_tolerates_timestamp_jitter():
 
 
 # Mean absolute difference in levels between PyAV and decord, measured on these videos:
-# 0 at source size (same FFmpeg decode and BT.601 conversion), about 1.1-1.2 when resizing
+# 0 at source size (same FFmpeg decode and BT.601 conversion), 1.16-1.21 (max 7) when resizing
 # (decord resizes inside its own filter graph; PyAV uses swscale bilinear).
-AGREE_NATIVE, AGREE_RESIZED = 0.5, 1.5
+AGREE_NATIVE, AGREE_RESIZED = 0.5, 2.0
 
 
 @pytest.mark.parametrize(
