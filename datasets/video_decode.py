@@ -72,7 +72,7 @@ def decode_clip(
     """
     name = str(path)
     _check_size(name, size)
-    if fps is not None and not fps > 0:
+    if fps is not None and not (fps > 0 and np.isfinite(fps)):
         raise VideoError(f"{name}: output fps must be positive, got {fps}")
     if backend not in ("pyav", "decord"):
         raise VideoError(f"{name}: unknown decode backend {backend!r}; use 'pyav' or 'decord'")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 
@@ -33,12 +34,12 @@ class VideoInfo:
     codec: str
 
 
-def open_video(source: str | Path | object, name: str) -> av.container.InputContainer:
+def open_video(source: str | Path | BinaryIO, name: str) -> av.container.InputContainer:
     """Open ``source`` (a path or a binary file object) with PyAV; ``VideoError`` naming ``name`` if not a video."""
     if isinstance(source, (str, Path)) and not Path(source).is_file():
         raise VideoError(f"{name}: no such file")
     try:
-        container = av.open(source if not isinstance(source, Path) else str(source), mode="r")
+        container = av.open(str(source) if isinstance(source, Path) else source, mode="r")
     except av.FFmpegError as exc:
         raise VideoError(f"{name}: not a readable video container ({exc})") from exc
     if not container.streams.video:
