@@ -10,18 +10,19 @@ from __future__ import annotations
 import torch
 
 from .chunks import reverse_reset_flags
-from .validate import Mode, check_frame_gdn_args, check_frame_gdn_values
+from .validate import REFERENCE_DTYPES, Mode, check_frame_gdn_args, check_frame_gdn_values
 
 
 def frame_grams(
     k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, k_rot: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Phase A in fp32: per frame and head the Gram terms of the delta update.
+    """Phase A in fp32 (float64 for float64 inputs): per frame and head the Gram terms.
 
     k, k_rot: [B, T, S, H, D]; v: [B, T, S, H, Dv]; beta: [B, T, S, H].
     Returns M = K̃ᵀBK̃ [B, H, T, D, D], W = VᵀBK̃ [B, H, T, Dv, D],
     N = KᵀBK [B, H, T, D, D], u = Kᵀβ [B, H, T, D]."""
-    kf, vf, krf, bf = k.float(), v.float(), k_rot.float(), beta.float()
+    acc = torch.promote_types(k.dtype, torch.float32)
+    kf, vf, krf, bf = (x.to(acc) for x in (k, v, k_rot, beta))
     krb = krf * bf[..., None]
     kb = kf * bf[..., None]
     M = torch.einsum("btshd,btshe->bhtde", krb, krf)
@@ -48,8 +49,8 @@ def affine_scan(
     restarts from zero on frames where resets [T] is 1 (chunk ends).
     Returns (states [B, H, T, R, D], final carry [B, H, R, D])."""
     B, H, T, R, D = U.shape
-    g = gamma.float().permute(0, 2, 1)  # [B, H, T]
-    X = U.new_zeros(B, H, R, D) if init is None else init.float()
+    g = gamma.to(U.dtype).permute(0, 2, 1)  # [B, H, T]
+    X = U.new_zeros(B, H, R, D) if init is None else init.to(U.dtype)
     out = []
     frames = range(T - 1, -1, -1) if reverse else range(T)
     for t in frames:
@@ -82,8 +83,9 @@ def frame_gdn_ref(
     check_values: bool = True,
 ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """Frame-wise GDN in plain torch; twin of `wmkit.kernels.frame_gdn` (see its docstring
-    for the arguments). Computes in fp32 and returns o in q's dtype."""
-    check_frame_gdn_args(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state)
+    for the arguments). Computes in fp32 (float64 for float64 inputs, which only the
+    reference takes) and returns o in q's dtype."""
+    check_frame_gdn_args(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, REFERENCE_DTYPES)
     if check_values:
         check_frame_gdn_values(beta, gamma)
         for name, x in (("q", q), ("k", k), ("v", v), ("q_rot", q_rot), ("k_rot", k_rot)):
@@ -98,8 +100,8 @@ def frame_gdn_ref(
     if resets is not None:
         states = states + affine_scan(M, W, gamma, None, reverse=True, resets=resets)[0]
         zs = zs + affine_scan(N, u[..., None, :], gamma, None, reverse=True, resets=resets)[0]
-    num = torch.einsum("btshd,bhtvd->btshv", q_rot.float(), states)
-    den = torch.einsum("btshd,bhtd->btsh", q.float(), zs[..., 0, :]) + eps
+    num = torch.einsum("btshd,bhtvd->btshv", q_rot.to(states.dtype), states)
+    den = torch.einsum("btshd,bhtd->btsh", q.to(states.dtype), zs[..., 0, :]) + eps
     o = (num / den[..., None]).to(q.dtype)
     if return_final_state:
         return o, (S_last, z_last[..., 0, :])

@@ -9,7 +9,8 @@ import torch
 from .chunks import check_chunk_sizes
 
 Mode = Literal["causal", "bidirectional", "chunk_causal"]
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what the Triton op takes
+REFERENCE_DTYPES = (*FLOAT_DTYPES, torch.float64)  # the reference also runs the float64 spec checks
 
 
 def check_frame_gdn_args(
@@ -23,6 +24,7 @@ def check_frame_gdn_args(
     mode: str,
     chunk_sizes: list[int] | None,
     initial_state: tuple[torch.Tensor, torch.Tensor] | None,
+    dtypes: tuple[torch.dtype, ...] = FLOAT_DTYPES,
 ) -> None:
     """Raise ValueError/TypeError naming the argument for wrong shapes, dtypes, devices,
     non-contiguous tensors, an unknown mode or a bad chunk layout (no device sync)."""
@@ -32,8 +34,8 @@ def check_frame_gdn_args(
     for name, x in named.items():
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"frame_gdn: {name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in FLOAT_DTYPES:
-            raise TypeError(f"frame_gdn: {name} has dtype {x.dtype}; expected one of {FLOAT_DTYPES}")
+        if x.dtype not in dtypes:
+            raise TypeError(f"frame_gdn: {name} has dtype {x.dtype}; expected one of {dtypes}")
         if x.device != q.device:
             raise ValueError(f"frame_gdn: {name} is on {x.device} but q is on {q.device}")
         if not x.is_contiguous():
@@ -68,8 +70,9 @@ def check_frame_gdn_args(
                 f"got ({tuple(state.shape)}, {tuple(z.shape)})"
             )
         for name, x in (("initial_state[0]", state), ("initial_state[1]", z)):
-            if x.dtype != torch.float32:
-                raise TypeError(f"frame_gdn: {name} must be float32 (the state is fp32), got {x.dtype}")
+            state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+            if x.dtype != state_dtype:
+                raise TypeError(f"frame_gdn: {name} must be {state_dtype} (the state dtype for {q.dtype} inputs), got {x.dtype}")
             if x.device != q.device:
                 raise ValueError(f"frame_gdn: {name} is on {x.device} but q is on {q.device}")
             if not x.is_contiguous():
