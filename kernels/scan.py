@@ -18,7 +18,6 @@ from typing import Callable, NamedTuple
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 
 from .reference import frame_grams
 from .validate import Mode
@@ -69,18 +68,61 @@ def apply_composite(state: tuple[torch.Tensor, torch.Tensor], comp: FrameMaps) -
     return S @ comp.A + comp.U, (z[..., None, :] @ comp.Az + comp.Uz)[..., 0, :]
 
 
+def _fold_earlier(comps: list[FrameMaps], rank: int, initial_state: tuple[torch.Tensor, torch.Tensor]):
+    state = initial_state
+    for r in range(rank):
+        state = apply_composite(state, comps[r])
+    return state
+
+
+class _IncomingState(torch.autograd.Function):
+    """All-gather the ranks' composites and fold the earlier ones over the initial state.
+
+    Every rank's output takes part in its loss (it is the state its slice starts from),
+    so every rank enters the backward, which sums the gradients each rank's fold sends
+    to every composite with one all-reduce and keeps this rank's share."""
+
+    @staticmethod
+    def forward(ctx, group, S0, z0, *local):
+        world, rank = dist.get_world_size(group), dist.get_rank(group)
+        gathered = []
+        for x in local:
+            parts = [torch.empty_like(x) for _ in range(world)]
+            dist.all_gather(parts, x.contiguous(), group=group)
+            gathered.append(parts)
+        comps = [FrameMaps(*(g[r] for g in gathered)) for r in range(world)]
+        ctx.group, ctx.rank, ctx.comps = group, rank, comps
+        ctx.save_for_backward(S0, z0)
+        return _fold_earlier(comps, rank, (S0, z0))
+
+    @staticmethod
+    def backward(ctx, dS, dz):
+        S0, z0 = ctx.saved_tensors
+        with torch.enable_grad():
+            comps = [FrameMaps(*(x.detach().requires_grad_() for x in c)) for c in ctx.comps]
+            init = (S0.detach().requires_grad_(), z0.detach().requires_grad_())
+            state = _fold_earlier(comps, ctx.rank, init)
+            leaves = [x for c in comps for x in c] + list(init)
+            grads = torch.autograd.grad(state, leaves, (dS, dz), allow_unused=True)
+        grads = [torch.zeros_like(x) if g is None else g for x, g in zip(leaves, grads)]
+        flat = torch.cat([g.reshape(-1) for g in grads[:-2]])
+        dist.all_reduce(flat, group=ctx.group)
+        sizes = [x.numel() for x in leaves[:-2]]
+        per_leaf = list(flat.split(sizes))
+        mine = per_leaf[4 * ctx.rank : 4 * ctx.rank + 4]
+        local = [g.view_as(x) for g, x in zip(mine, ctx.comps[ctx.rank])]
+        return (None, grads[-2], grads[-1], *local)
+
+
 def incoming_state(
     local: FrameMaps, initial_state: tuple[torch.Tensor, torch.Tensor], group: dist.ProcessGroup | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """State entering this rank's first frame when frames are split over the ranks of
-    `group` in rank order: all-gather every rank's composite (autograd-aware, so
-    gradients flow back to earlier ranks) and apply those of earlier ranks in order."""
-    rank = dist.get_rank(group)
-    gathered = [dist_fn.all_gather(x.contiguous(), group=group) for x in local]
-    state = initial_state
-    for r in range(rank):
-        state = apply_composite(state, FrameMaps(*(g[r] for g in gathered)))
-    return state
+    `group` in rank order: all-gather every rank's composite and apply those of earlier
+    ranks in order. Differentiable: gradients reach earlier ranks' composites through an
+    all-reduce in the backward; the initial state's gradient is this rank's share (sum
+    it over ranks if it is replicated)."""
+    return _IncomingState.apply(group, initial_state[0], initial_state[1], *local)
 
 
 def frame_gdn_context_parallel(
