@@ -41,13 +41,6 @@ def check_chunk_sizes(chunk_sizes: list[int], T: int) -> None:
         raise ValueError(f"chunk_sizes {list(chunk_sizes)} must be positive and sum to T={T} frames")
 
 
-def chunk_end_flags(chunk_sizes: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """[T] int32, 1 on the last frame of each chunk: the reverse scan restarts there."""
-    ends = torch.zeros(sum(chunk_sizes), dtype=torch.int32, device=device)
-    ends[torch.tensor(chunk_sizes).cumsum(0) - 1] = 1
-    return ends
-
-
 def chunk_start_flags(chunk_ends: torch.Tensor) -> torch.Tensor:
     """[T] int32, 1 on the first frame of each chunk, from the [T] chunk-end flags."""
     starts = torch.ones_like(chunk_ends)
@@ -55,14 +48,22 @@ def chunk_start_flags(chunk_ends: torch.Tensor) -> torch.Tensor:
     return starts
 
 
-def reverse_reset_flags(mode: str, chunk_sizes: list[int] | None, T: int, device: torch.device | str) -> torch.Tensor | None:
-    """[T] int32 chunk-end flags bounding the reverse scan, or None in causal mode.
-
-    bidirectional: one chunk over all T frames; chunk_causal: `chunk_sizes` (default
-    `chunk_sizes_for(T)`)."""
+def reverse_chunk_ends(mode: str, chunk_sizes: list[int] | None, T: int) -> list[bool] | None:
+    """Per frame, True where the reverse scan restarts (last frame of a chunk); None in
+    causal mode. bidirectional: one chunk over all T frames; chunk_causal: `chunk_sizes`
+    (default `chunk_sizes_for(T)`). Plain Python so torch.compile sees constants."""
     if mode == "causal":
         return None
-    if mode == "bidirectional":
-        return chunk_end_flags([T], device)
-    sizes = chunk_sizes_for(T) if chunk_sizes is None else list(chunk_sizes)
-    return chunk_end_flags(sizes, device)
+    sizes = [T] if mode == "bidirectional" else (chunk_sizes_for(T) if chunk_sizes is None else list(chunk_sizes))
+    ends = [False] * T
+    last = -1
+    for size in sizes:
+        last += size
+        ends[last] = True
+    return ends
+
+
+def reverse_reset_flags(mode: str, chunk_sizes: list[int] | None, T: int, device: torch.device | str) -> torch.Tensor | None:
+    """[T] int32 form of `reverse_chunk_ends` for the kernels, or None in causal mode."""
+    ends = reverse_chunk_ends(mode, chunk_sizes, T)
+    return None if ends is None else torch.tensor(ends, dtype=torch.int32, device=device)

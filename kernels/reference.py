@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .chunks import reverse_reset_flags
+from .chunks import reverse_chunk_ends
 from .validate import REFERENCE_DTYPES, Mode, check_frame_gdn_args, check_frame_gdn_values
 
 
@@ -39,14 +39,14 @@ def affine_scan(
     init: torch.Tensor | None,
     *,
     reverse: bool = False,
-    resets: torch.Tensor | None = None,
+    resets: list[bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Phase B: scan X ← γ_t X (I − M_t) + U_t over frames, in fp32.
 
     M: [B, H, T, D, D]; U: [B, H, T, R, D]; gamma: [B, T, H]; init: [B, H, R, D] or None.
     Forward (reverse=False) stores each frame's state after its update (inclusive:
     S_t). Reverse stores before the update (exclusive: R_t sums frames > t) and
-    restarts from zero on frames where resets [T] is 1 (chunk ends).
+    restarts from zero on frames where resets[t] is True (chunk ends).
     Returns (states [B, H, T, R, D], final carry [B, H, R, D])."""
     B, H, T, R, D = U.shape
     g = gamma.to(U.dtype).permute(0, 2, 1)  # [B, H, T]
@@ -55,7 +55,7 @@ def affine_scan(
     frames = range(T - 1, -1, -1) if reverse else range(T)
     for t in frames:
         if reverse:
-            if resets is not None and bool(resets[t]):
+            if resets is not None and resets[t]:
                 X = torch.zeros_like(X)
             out.append(X)
         X = g[:, :, t, None, None] * (X - X @ M[:, :, t]) + U[:, :, t]
@@ -96,7 +96,7 @@ def frame_gdn_ref(
     S0, z0 = (None, None) if initial_state is None else initial_state
     states, S_last = affine_scan(M, W, gamma, S0)
     zs, z_last = affine_scan(N, u[..., None, :], gamma, None if z0 is None else z0[..., None, :])
-    resets = reverse_reset_flags(mode, chunk_sizes, T, "cpu")
+    resets = reverse_chunk_ends(mode, chunk_sizes, T)
     if resets is not None:
         states = states + affine_scan(M, W, gamma, None, reverse=True, resets=resets)[0]
         zs = zs + affine_scan(N, u[..., None, :], gamma, None, reverse=True, resets=resets)[0]
