@@ -1,0 +1,52 @@
+"""Frame-axis convolutions under the three attention modes, with history for rollouts.
+
+A conv over frames is a sum of shifted copies of the sequence. Past shifts read the
+carried history (zeros at the start of a clip), so they run globally across chunks;
+future shifts stop at the end of the frame's chunk (zeros beyond it)::
+
+    chunks      [ 0 1 2 3 ] [ 4 5 6 ]
+    x_{t+1}       1 2 3 0     5 6 0      future shift confined to the chunk
+    x_{t-1}      h 0 1 2     3 4 5      past shift global (h: last frame of the history)
+
+Bidirectional mode is one chunk over all frames; a rollout calls with one chunk at a time
+and the history of the previous chunks, and gets the same values as the full pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def chunk_ids(chunk_sizes: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """[T] chunk index of every frame."""
+    return torch.repeat_interleave(torch.arange(len(chunk_sizes), device=device), torch.tensor(chunk_sizes, device=device))
+
+
+def shift_frames(x: torch.Tensor, shift: int, history: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+    """x [B, T, ...] moved so frame t holds frame t + shift.
+
+    shift < 0 reads `history` [B, P, ...] (the P frames before x, P >= −shift) where it
+    reaches before frame 0; shift > 0 reads zeros where t + shift leaves t's chunk
+    (chunks: [T] chunk index per frame)."""
+    T = x.shape[1]
+    if shift == 0:
+        return x
+    if shift < 0:
+        full = torch.cat([history, x], 1)
+        start = history.shape[1] + shift
+        return full[:, start : start + T]
+    moved = torch.cat([x[:, shift:], torch.zeros_like(x[:, :shift])], 1)
+    ahead = torch.cat([chunks[shift:], torch.full((min(shift, T),), -1, device=chunks.device, dtype=chunks.dtype)])[:T]
+    keep = (ahead == chunks).to(x.dtype).view(1, T, *([1] * (x.dim() - 2)))
+    return moved * keep
+
+
+def new_history(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+    """The last history.shape[1] frames of history followed by x (the next call's history)."""
+    P = history.shape[1]
+    return torch.cat([history, x], 1)[:, -P:] if P else history
+
+
+def empty_history(x: torch.Tensor, frames: int) -> torch.Tensor:
+    """Zero history of `frames` frames shaped like x [B, T, ...]: the start of a clip."""
+    return x.new_zeros(x.shape[0], frames, *x.shape[2:])

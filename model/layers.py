@@ -1,0 +1,111 @@
+"""DiT parts around the attention: timestep and text embedding, adaLN modulation, the
+GLU-MBConv feed-forward with its temporal conv, and cross-attention to the caption.
+
+Shapes: B batch, T latent frames, S = H'·W' tokens per frame, C hidden, L text tokens.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .frame_shift import new_history, shift_frames
+
+
+def timestep_features(t: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
+    """Sinusoidal features [..., dim] (cos, sin) of t·scale for t [...] in [0, 1] (fp32)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = (t.float() * scale)[..., None] * freqs
+    return torch.cat([angles.cos(), angles.sin()], -1)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: x·(1 + scale) + shift with x [B, T, S, C] and per-frame shift, scale [B, T, C]."""
+    return x * (1 + scale[:, :, None]) + shift[:, :, None]
+
+
+class TimestepEmbedder(nn.Module):
+    """Per-frame timestep t [B, T] in [0, 1] → embedding [B, T, C] (sinusoid, then MLP)."""
+
+    def __init__(self, hidden: int, freq_dim: int, scale: float) -> None:
+        super().__init__()
+        self.freq_dim, self.scale = freq_dim, scale
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_features(t, self.freq_dim, self.scale).to(self.mlp[0].weight.dtype))
+
+
+class CaptionEmbedder(nn.Module):
+    """Text-encoder embeddings [B, L, C_text] → [B, L, C]: RMSNorm (small initial weight,
+    as the release's y_norm) then a GELU MLP."""
+
+    def __init__(self, text_dim: int, hidden: int, norm_init: float) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(text_dim, eps=1e-5)
+        nn.init.constant_(self.norm.weight, norm_init)
+        self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, hidden))
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(text))
+
+
+class CrossAttention(nn.Module):
+    """Tokens attend to the caption: q from x, k and v from text, RMSNorm on q and k."""
+
+    def __init__(self, hidden: int, heads: int, eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q = nn.Linear(hidden, hidden)
+        self.kv = nn.Linear(hidden, 2 * hidden)
+        self.q_norm, self.k_norm = nn.RMSNorm(hidden, eps=eps), nn.RMSNorm(hidden, eps=eps)
+        self.proj = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, S, C]; text: [B, L, C]; text_mask: [B, L] bool, True on real tokens."""
+        B, T, S, C = x.shape
+        q = self.q_norm(self.q(x.reshape(B, T * S, C))).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        k, v = self.kv(text).chunk(2, -1)
+        k = self.k_norm(k).unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        v = v.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask[:, None, None, :])
+        return self.proj(o.transpose(1, 2).reshape(B, T, S, C))
+
+
+class GLUMBConvTemporal(nn.Module):
+    """Feed-forward of SANA-Video/WM: 1×1 expand + SiLU, 3×3 depthwise conv per frame,
+    GLU (SiLU gate), 1×1 project, then a residual temporal conv over `time_kernel` frames
+    (full C×C per tap, zero-initialised so it starts as the spatial FFN).
+
+    The temporal conv follows the attention mode: its future taps stop at the chunk end
+    (`frame_shift`), its past taps read the carried history."""
+
+    def __init__(self, hidden: int, inner: int, time_kernel: int) -> None:
+        super().__init__()
+        self.expand = nn.Linear(hidden, 2 * inner)
+        self.depthwise = nn.Conv2d(2 * inner, 2 * inner, 3, padding=1, groups=2 * inner)
+        self.project = nn.Linear(inner, hidden, bias=False)
+        self.reach = time_kernel // 2
+        self.time_taps = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(time_kernel))
+        for tap in self.time_taps:
+            nn.init.zeros_(tap.weight)
+
+    def forward(
+        self, x: torch.Tensor, grid_hw: tuple[int, int], chunks: torch.Tensor, history: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, T, S, C]; chunks: [T] chunk index; history: [B, reach, S, C] spatial-FFN
+        outputs of the frames before x. Returns (y [B, T, S, C], next history)."""
+        B, T, S, C = x.shape
+        h = F.silu(self.expand(x))
+        h = h.reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
+        h = self.depthwise(h).permute(0, 2, 3, 1).reshape(B, T, S, -1)
+        a, gate = h.chunk(2, -1)
+        y = self.project(a * F.silu(gate))
+        out = y
+        for i, tap in enumerate(self.time_taps):
+            out = out + tap(shift_frames(y, i - self.reach, history, chunks))
+        return out, new_history(y, history)
