@@ -103,8 +103,11 @@ def iter_tar_samples(fileobj: IO[bytes], shard: str) -> Iterator[RawSample]:
     """
     seen: set[str] = set()
     key, offset, end, members = None, 0, 0, {}
+    # A seekable file is read member by member with one read() each; tarfile's stream
+    # mode ("r|", needed for pipes) copies through 10 KiB records and is ~3x slower.
+    seekable = fileobj.seekable()
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|") as tar:
+        with tarfile.open(fileobj=fileobj, mode="r:" if seekable else "r|") as tar:
             for info in tar:
                 if not info.isfile():
                     raise ShardFormatError(f"{shard}: member {info.name!r} is not a regular file")
@@ -120,7 +123,11 @@ def iter_tar_samples(fileobj: IO[bytes], shard: str) -> Iterator[RawSample]:
                     key, offset, members = member_key, info.offset, {}
                 if member in members:
                     raise ShardFormatError(f"{shard}: sample {key} has member {member!r} twice")
-                members[member] = tar.extractfile(info).read()
+                if seekable:
+                    fileobj.seek(info.offset_data)
+                    members[member] = fileobj.read(info.size)
+                else:
+                    members[member] = tar.extractfile(info).read()
                 end = info.offset_data + -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
     except tarfile.TarError as err:
         raise ShardFormatError(f"{shard}: unreadable tar after sample {key} ({err})") from err
