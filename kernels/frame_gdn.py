@@ -12,14 +12,23 @@ from .chunks import chunk_start_flags, reverse_reset_flags
 from .triton_gdn import _affine_scan_kernel, _gram_bwd_kernel, _gram_fwd_kernel, _output_bwd_kernel, _output_fwd_kernel
 from .validate import Mode, check_frame_gdn_args, check_frame_gdn_values, raise_on_nonfinite
 
-BLOCK_S = 64  # tokens per tile in the per-frame phases: 64 × 128 bf16 tiles keep two operands in shared memory
 BLOCK_R = 16  # state rows per scan program: 7 programs per head at Dv = 112 fill the GPU at B·H = 20
+BLOCK_R_GRAD = 32  # state rows per step when the backward sums S_{t-1}ᵀG_t: 32 × 128 fp32 dot operands
 NONFINITE_GROUPS = ("k_rot / v / beta", "k / beta", "q / q_rot")
 
 
 def _dims(D: int, Dv: int) -> dict[str, int]:
     # tl.dot needs power-of-two tiles of at least 16: D = 112 is padded to 128 by masks.
     return {"BLOCK_D": max(16, triton.next_power_of_2(D)), "BLOCK_DV": max(16, triton.next_power_of_2(Dv))}
+
+
+def _tiles(dtype: torch.dtype) -> dict[str, int]:
+    """Token tile and pipelining depth of the per-frame kernels. The D×D operands held
+    across the token loop take 32 KB each in bf16/fp16 and 64 KB in fp32, so fp32 gets
+    half the token tile and no prefetch stage to fit in 227 KB of shared memory."""
+    if dtype == torch.float32:
+        return {"BLOCK_S": 32, "num_stages": 1}
+    return {"BLOCK_S": 64, "num_stages": 2}
 
 
 def _scan_precision(device: torch.device) -> str:
@@ -100,7 +109,7 @@ def frame_gdn_fwd(
     for group, state_path in ((0, True), (1, False)):
         _gram_fwd_kernel[(T, BH)](
             k, v, k_rot, beta, M, W, N, u, flags[group], T, S, H,
-            D=D, DV=Dv, BLOCK_S=BLOCK_S, STATE_PATH=state_path, **dims,
+            D=D, DV=Dv, STATE_PATH=state_path, **dims, **_tiles(q.dtype),
         )
     S0, z0 = (None, None) if initial_state is None else (initial_state[0].view(BH, Dv, D), initial_state[1].view(BH, 1, D))
     states, S_last = affine_scan(M, W, gamma, reverse=False, add_first=False, store_before=False, init=S0, want_final=True)
@@ -114,7 +123,7 @@ def frame_gdn_fwd(
     has_rev = resets is not None
     _output_fwd_kernel[(T, BH)](
         q, q_rot, states, rev_states if has_rev else states, zs, rev_zs if has_rev else zs, o, flags[2],
-        T, S, H, eps, D=D, DV=Dv, BLOCK_S=BLOCK_S, HAS_REV=has_rev, **dims,
+        T, S, H, eps, D=D, DV=Dv, HAS_REV=has_rev, **dims, **_tiles(q.dtype),
     )
     saved = ForwardSaved(M, N, states, zs, rev_states, rev_zs, resets)
     final = (S_last.view(B, H, Dv, D), z_last.view(B, H, D))
@@ -151,7 +160,7 @@ def frame_gdn_bwd(
     dH, dzeta = torch.empty(BH, T, Dv, D, **f32), torch.empty(BH, T, 1, D, **f32)
     _output_bwd_kernel[(T, BH)](
         q, q_rot, do, saved.states, rev_states, saved.zs, rev_zs, dq, dq_rot, dH, dzeta,
-        T, S, H, eps, D=D, DV=Dv, BLOCK_S=BLOCK_S, HAS_REV=has_rev, **dims,
+        T, S, H, eps, D=D, DV=Dv, HAS_REV=has_rev, **dims, **_tiles(q.dtype),
     )
     dS_last = dz_last = None
     if d_final is not None:
@@ -173,8 +182,8 @@ def frame_gdn_bwd(
         _gram_bwd_kernel[(T, BH)](
             k, v, k_rot, beta, gamma, saved.M, saved.N, saved.states, rev_states, saved.zs, rev_zs, S0, z0,
             G, E, Gz, Ez, dk, dv, dk_rot, dbeta, dgamma, B, T, S, H,
-            D=D, DV=Dv, BLOCK_S=BLOCK_S, HAS_REV=has_rev, HAS_INIT=initial_state is not None,
-            PRECISION=_scan_precision(dev), STATE_PATH=state_path, **dims,
+            D=D, DV=Dv, BLOCK_R=BLOCK_R_GRAD, HAS_REV=has_rev, HAS_INIT=initial_state is not None,
+            PRECISION=_scan_precision(dev), STATE_PATH=state_path, **dims, **_tiles(q.dtype),
         )
     return (
         dq, dk, dv, dbeta.sum(0).to(beta.dtype), dgamma.sum(0).to(gamma.dtype), dq_rot, dk_rot,

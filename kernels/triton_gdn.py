@@ -218,13 +218,16 @@ def _gram_bwd_kernel(
     p_dk, p_dv, p_dkrot, p_dbeta, p_dgamma,  # dbeta fp32 [2, B, T, S, H]; dgamma fp32 [2, B, T, H]
     B, T, S, H,
     D: tl.constexpr, DV: tl.constexpr,
-    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+    BLOCK_S: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_R: tl.constexpr,
     HAS_REV: tl.constexpr, HAS_INIT: tl.constexpr, PRECISION: tl.constexpr, STATE_PATH: tl.constexpr,
 ):
-    """Adjoint of phase A for one (t, b·h). STATE_PATH: the state path (dM, dW →
-    dK̃, dV, dβ, dγ); otherwise the normaliser path (dN, du → dK, dβ, dγ). With X_t =
+    """Adjoint of phase A for one (t, b·h). STATE_PATH: the state path (dM, dW → dK̃, dV,
+    dβ, dγ); otherwise the normaliser path (dN, du → dK, dβ, dγ). With X_t =
     S_{t−1}ᵀG_t + R_tᵀẼ_t: dM_t = −γ_t X_t, dW_t = G_t + Ẽ_t,
-    dγ_t = ⟨G_t, S_{t−1}⟩ + ⟨Ẽ_t, R_t⟩ − ⟨X_t, M_t⟩; likewise for z with vectors."""
+    dγ_t = ⟨G_t, S_{t−1}⟩ + ⟨Ẽ_t, R_t⟩ − ⟨X_t, M_t⟩; likewise for z with vectors.
+    Only the symmetric part Xs = X + Xᵀ is needed (M, N symmetric), built directly so no
+    fp32 D×D tile is transposed; X is summed over BLOCK_R state rows at a time to keep
+    the fp32 dot operands small in shared memory."""
     i_t, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     row0 = (i_b * T + i_t).to(tl.int64) * S
@@ -240,25 +243,33 @@ def _gram_bwd_kernel(
     has_prev = (i_t > 0).to(tl.float32)
     prev = frame - (i_t > 0).to(tl.int64)
     if STATE_PATH:
+        b_xs = tl.zeros([BLOCK_D, BLOCK_D], dtype=tl.float32)
+        b_dgam = tl.zeros([], dtype=tl.float32)
+        for r0 in range(0, DV, BLOCK_R):
+            o_r = r0 + tl.arange(0, BLOCK_R)
+            m_rd = (o_r < DV)[:, None] & m_d[None, :]
+            o_rd = o_r[:, None] * D + o_d[None, :]
+            b_gr = tl.load(p_g + frame * DV * D + o_rd, mask=m_rd, other=0)
+            b_pr = has_prev * tl.load(p_s + prev * DV * D + o_rd, mask=m_rd, other=0)
+            if HAS_INIT:
+                b_pr += (1.0 - has_prev) * tl.load(p_s0 + i_bh.to(tl.int64) * DV * D + o_rd, mask=m_rd, other=0)
+            b_xs += tl.dot(tl.trans(b_pr), b_gr, input_precision=PRECISION)
+            b_xs += tl.dot(tl.trans(b_gr), b_pr, input_precision=PRECISION)
+            b_dgam += tl.sum(tl.sum(b_gr * b_pr, 1), 0)
+            if HAS_REV:
+                b_er = tl.load(p_e + frame * DV * D + o_rd, mask=m_rd, other=0)
+                b_rr = tl.load(p_r + frame * DV * D + o_rd, mask=m_rd, other=0)
+                b_xs += tl.dot(tl.trans(b_rr), b_er, input_precision=PRECISION)
+                b_xs += tl.dot(tl.trans(b_er), b_rr, input_precision=PRECISION)
+                b_dgam += tl.sum(tl.sum(b_er * b_rr, 1), 0)
         m_vd = m_v[:, None] & m_d[None, :]
-        o_vd = o_v[:, None] * D + o_d[None, :]
-        b_gt = tl.load(p_g + frame * DV * D + o_vd, mask=m_vd, other=0)
-        b_prev = has_prev * tl.load(p_s + prev * DV * D + o_vd, mask=m_vd, other=0)
-        if HAS_INIT:
-            b_prev += (1.0 - has_prev) * tl.load(p_s0 + i_bh.to(tl.int64) * DV * D + o_vd, mask=m_vd, other=0)
-        b_x = tl.dot(tl.trans(b_prev), b_gt, input_precision=PRECISION)
-        b_dw = b_gt
-        b_dgam = tl.sum(tl.sum(b_gt * b_prev, 1), 0)
+        o_vd = frame * DV * D + o_v[:, None] * D + o_d[None, :]
+        b_dw = tl.load(p_g + o_vd, mask=m_vd, other=0)
         if HAS_REV:
-            b_et = tl.load(p_e + frame * DV * D + o_vd, mask=m_vd, other=0)
-            b_rt = tl.load(p_r + frame * DV * D + o_vd, mask=m_vd, other=0)
-            b_x += tl.dot(tl.trans(b_rt), b_et, input_precision=PRECISION)
-            b_dw += b_et
-            b_dgam += tl.sum(tl.sum(b_et * b_rt, 1), 0)
+            b_dw += tl.load(p_e + o_vd, mask=m_vd, other=0)
         b_mt = tl.load(p_m + o_dd, mask=m_dd, other=0)
-        b_dgam -= tl.sum(tl.sum(b_x * b_mt, 1), 0)
-        b_dm = -b_gam * b_x
-        b_dms = (b_dm + tl.trans(b_dm)).to(p_krot.dtype.element_ty)
+        b_dgam -= 0.5 * tl.sum(tl.sum(b_xs * b_mt, 1), 0)
+        b_dms = (-b_gam * b_xs).to(p_krot.dtype.element_ty)  # dM + dMᵀ
         b_dwc = b_dw.to(p_krot.dtype.element_ty)
         for s0 in range(0, S, BLOCK_S):
             o_s = s0 + tl.arange(0, BLOCK_S)
@@ -283,19 +294,18 @@ def _gram_bwd_kernel(
         b_prev = has_prev * tl.load(p_z + prev * D + o_d, mask=m_d, other=0)
         if HAS_INIT:
             b_prev += (1.0 - has_prev) * tl.load(p_z0 + i_bh.to(tl.int64) * D + o_d, mask=m_d, other=0)
-        b_x = b_prev[:, None] * b_gt[None, :]
+        b_xs = b_prev[:, None] * b_gt[None, :] + b_gt[:, None] * b_prev[None, :]
         b_du = b_gt
         b_dgam = tl.sum(b_gt * b_prev, 0)
         if HAS_REV:
             b_et = tl.load(p_ez + frame * D + o_d, mask=m_d, other=0)
             b_rt = tl.load(p_zr + frame * D + o_d, mask=m_d, other=0)
-            b_x += b_rt[:, None] * b_et[None, :]
+            b_xs += b_rt[:, None] * b_et[None, :] + b_et[:, None] * b_rt[None, :]
             b_du += b_et
             b_dgam += tl.sum(b_et * b_rt, 0)
         b_nt = tl.load(p_n + o_dd, mask=m_dd, other=0)
-        b_dgam -= tl.sum(tl.sum(b_x * b_nt, 1), 0)
-        b_dn = -b_gam * b_x
-        b_dns = (b_dn + tl.trans(b_dn)).to(p_k.dtype.element_ty)
+        b_dgam -= 0.5 * tl.sum(tl.sum(b_xs * b_nt, 1), 0)
+        b_dns = (-b_gam * b_xs).to(p_k.dtype.element_ty)
         n_tok = B * T * S * H
         for s0 in range(0, S, BLOCK_S):
             o_s = s0 + tl.arange(0, BLOCK_S)
