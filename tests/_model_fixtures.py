@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from wmkit.model import CameraInputs, GDNDiT, camera_inputs, preset
@@ -51,3 +52,13 @@ def clip_inputs(B: int = 2, T_latent: int = 7, seed: int = 1, text_len: int = 5)
         "text": torch.randn(B, text_len, preset("tiny").text_dim, generator=g),
         "text_mask": mask,
     }
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test on one intra-op thread: the tiny model's ops take microseconds, and on a
+    shared 2-core machine OpenMP thread hand-offs made them 30× slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from _model_fixtures import clip_inputs, tiny_model
+from _model_fixtures import clip_inputs, single_thread, tiny_model  # noqa: F401 (fixture)
 from wmkit.kernels import chunk_sizes_for
 from wmkit.model import CameraInputs, GDNDiT, preset, rollout
 from wmkit.model.gdn_attention import GDNAttention
 from wmkit.model.softmax_attention import SoftmaxAttention
 
 ARTICLE_PARAMS = 2.6e9
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def run(model: GDNDiT, inputs: dict, **kw) -> torch.Tensor:
