@@ -126,7 +126,9 @@ class GDNDiT(nn.Module):
             if isinstance(block.attn, GDNAttention):
                 block.attn.backend = backend
 
-    def _check(self, latents: torch.Tensor, timesteps: torch.Tensor, cameras: CameraInputs, text: torch.Tensor, text_mask: torch.Tensor) -> None:
+    def _check(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, cameras: CameraInputs, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> None:
         cfg = self.cfg
         if latents.dim() != 5 or latents.shape[1] != cfg.latent_channels:
             raise ValueError(f"GDNDiT: latents must be [B, {cfg.latent_channels}, T', H', W'], got {tuple(latents.shape)}")
@@ -140,10 +142,13 @@ class GDNDiT(nn.Module):
             )
         if text.dim() != 3 or text.shape[0] != B or text.shape[2] != cfg.text_dim or text_mask.shape != text.shape[:2]:
             raise ValueError(
-                f"GDNDiT: text must be [B, L, {cfg.text_dim}] with a [B, L] mask, got {tuple(text.shape)} and {tuple(text_mask.shape)}"
+                f"GDNDiT: text must be [B, L, {cfg.text_dim}] with a [B, L] mask, "
+                f"got {tuple(text.shape)} and {tuple(text_mask.shape)}"
             )
         if not bool(text_mask.any(1).all()):
-            raise ValueError("GDNDiT: every sample needs at least one unmasked text token (an empty caption keeps its end token)")
+            raise ValueError(
+                "GDNDiT: every sample needs at least one unmasked text token (an empty caption keeps its end token)"
+            )
 
     def empty_cache(self, latents: torch.Tensor) -> DiTCache:
         """The cache at the start of a clip for latents [B, 128, T', H', W']."""

@@ -1,8 +1,9 @@
 """3D RoPE over (frame, row, column) and the UCPE per-token 4×4 transforms.
 
 RoPE rotates channel pairs (2i, 2i+1); of n pairs, rows and columns get ⌊n/3⌋ each and
-frames the rest (the Wan split), each axis with frequencies θ^(−i/n_axis). Positions are integer token indexes; frame positions are absolute in
-the clip (`frame_offset`), so a chunk of a rollout rotates exactly as in the full pass.
+frames the rest (the Wan split), each axis with frequencies θ^(−i/n_axis). Positions are
+integer token indexes; frame positions are absolute in the clip (`frame_offset`), so a
+chunk of a rollout rotates exactly as in the full pass.
 """
 
 from __future__ import annotations
