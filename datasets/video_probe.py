@@ -32,6 +32,7 @@ class VideoInfo:
     num_frames: int
     duration_s: float
     codec: str
+    container: str = ""  # demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm"; "" for a frame folder
 
 
 def open_video(source: str | Path | BinaryIO, name: str) -> av.container.InputContainer:
@@ -84,7 +85,7 @@ def probe(path: str | Path, source_fps: float | None = None) -> VideoInfo:
         ctx = stream.codec_context
         if num_frames <= 0 or ctx.width <= 0 or ctx.height <= 0:
             raise VideoError(f"{name}: the video stream is empty ({num_frames} frames, {ctx.width}x{ctx.height})")
-        return VideoInfo(name, fps, ctx.width, ctx.height, num_frames, duration_s, ctx.name)
+        return VideoInfo(name, fps, ctx.width, ctx.height, num_frames, duration_s, ctx.name, container.format.name)
 
 
 def _demux_extent(

@@ -185,4 +185,4 @@ def test_local_probes_mp4_and_mkv_and_reports_unreadable_files(tmp_path: Path) -
     (root / "broken.MOV").write_bytes(b"\x00" * 64)
     bad: list[tuple[str, str]] = []
     assert len(build_manifest("local", root, errors=bad)) == 2
-    assert bad[0][0] == "broken.MOV" and "unreadable video" in bad[0][1]
+    assert bad[0][0] == "broken.MOV" and "not a readable video container" in bad[0][1]

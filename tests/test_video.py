@@ -157,7 +157,7 @@ def test_write_mp4_leaves_only_the_finished_file(tmp_path, frames):
 
 def test_probe_reads_headers(videos):
     info = probe(videos[5])
-    assert info == VideoInfo(str(videos[5]), FPS, W, H, T, T / FPS, "h264")
+    assert info == VideoInfo(str(videos[5]), FPS, W, H, T, T / FPS, "h264", "mov,mp4,m4a,3gp,3g2,mj2")
 
 
 def test_probe_counts_frames_when_the_container_has_no_count(tmp_path, frames):

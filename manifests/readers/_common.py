@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import pandas as pd
 
+from wmkit.datasets.video import VideoError, VideoInfo, probe
 from wmkit.manifests.schema import COLUMNS, DTYPES, ManifestError, sanitize_clip_id, to_manifest
 
 __all__ = [
@@ -38,6 +39,16 @@ BadRows = list[tuple[str, str]]
 # value the C implementation accepts on every platform.
 _FIELD_SIZE_LIMIT = 2**31 - 1
 _RESOLUTION = re.compile(r"^\s*(\d+)\s*[x×X*]\s*(\d+)\s*$")
+
+
+def probe_video(path: Path) -> VideoInfo:
+    """Headers of a catalogued video (``wmkit.datasets.video.probe``); :class:`RowError` naming it if unusable."""
+    if not path.is_file():
+        raise RowError(f"missing video file {path}")
+    try:
+        return probe(path)
+    except VideoError as err:
+        raise RowError(str(err)) from err
 
 
 class RowError(ValueError):

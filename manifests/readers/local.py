@@ -14,8 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from wmkit.manifests.readers._common import BadRows, collect_rows
-from wmkit.manifests.readers._probe import probe_video
+from wmkit.manifests.readers._common import BadRows, collect_rows, probe_video
 from wmkit.manifests.schema import ManifestError, extra_json
 
 __all__ = ["LICENSE", "VIDEO_SUFFIXES", "read_local"]

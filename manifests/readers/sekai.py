@@ -30,8 +30,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from wmkit.manifests.readers._common import BadRows, RowError, collect_rows, read_csv_rows
-from wmkit.manifests.readers._probe import probe_video
+from wmkit.manifests.readers._common import BadRows, RowError, collect_rows, probe_video, read_csv_rows
 from wmkit.manifests.schema import ManifestError, extra_json
 
 __all__ = ["LICENSE", "read_sekai_game", "read_sekai_walk"]
