@@ -4,6 +4,7 @@ whose forward/backward call the plain `frame_gdn_fwd` / `frame_gdn_bwd`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import triton
@@ -68,6 +69,26 @@ def affine_scan(
     return out, final
 
 
+def _concurrently(*jobs: Callable[[], tuple[torch.Tensor, torch.Tensor | None]]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Run independent scans side by side: on a GPU each job gets its own stream, since
+    one scan fills only B·H·ceil(R/BLOCK_R) programs and is bound by its per-frame latency."""
+    if not torch.cuda.is_available() or not jobs:
+        return [job() for job in jobs]
+    main = torch.cuda.current_stream()
+    results = []
+    for job in jobs:
+        side = torch.cuda.Stream()
+        side.wait_stream(main)
+        with torch.cuda.stream(side):
+            results.append(job())
+        main.wait_stream(side)
+    for out in results:
+        for x in out:
+            if x is not None:
+                x.record_stream(main)  # allocated on the side stream, used and freed on main
+    return results
+
+
 @dataclass
 class ForwardSaved:
     """What the backward needs besides the inputs: Grams and per-frame states, fp32."""
@@ -112,13 +133,15 @@ def frame_gdn_fwd(
             D=D, DV=Dv, STATE_PATH=state_path, **dims, **_tiles(q.dtype),
         )
     S0, z0 = (None, None) if initial_state is None else (initial_state[0].view(BH, Dv, D), initial_state[1].view(BH, 1, D))
-    states, S_last = affine_scan(M, W, gamma, reverse=False, add_first=False, store_before=False, init=S0, want_final=True)
-    zs, z_last = affine_scan(N, u, gamma, reverse=False, add_first=False, store_before=False, init=z0, want_final=True)
     resets = reverse_reset_flags(mode, chunk_sizes, T, dev)
-    rev_states = rev_zs = None
+    fwd = {"reverse": False, "add_first": False, "store_before": False, "want_final": True}
+    rev = {"reverse": True, "add_first": False, "store_before": True, "resets": resets}
+    jobs = [lambda: affine_scan(M, W, gamma, init=S0, **fwd), lambda: affine_scan(N, u, gamma, init=z0, **fwd)]
     if resets is not None:
-        rev_states, _ = affine_scan(M, W, gamma, reverse=True, add_first=False, store_before=True, resets=resets)
-        rev_zs, _ = affine_scan(N, u, gamma, reverse=True, add_first=False, store_before=True, resets=resets)
+        jobs += [lambda: affine_scan(M, W, gamma, **rev), lambda: affine_scan(N, u, gamma, **rev)]
+    scans = _concurrently(*jobs)
+    (states, S_last), (zs, z_last) = scans[:2]
+    rev_states, rev_zs = (scans[2][0], scans[3][0]) if resets is not None else (None, None)
     o = torch.empty(B, T, S, H, Dv, device=dev, dtype=q.dtype)
     has_rev = resets is not None
     _output_fwd_kernel[(T, BH)](
@@ -166,14 +189,16 @@ def frame_gdn_bwd(
     if d_final is not None:
         dS_last, dz_last = d_final[0].contiguous().view(BH, Dv, D), d_final[1].contiguous().view(BH, 1, D)
     # G_t: gradient reaching the forward state S_t (reverse scan, inclusive).
-    G, dS0 = affine_scan(saved.M, dH, gamma, reverse=True, add_first=True, store_before=True, init=dS_last, want_final=True)
-    Gz, dz0 = affine_scan(saved.N, dzeta, gamma, reverse=True, add_first=True, store_before=True, init=dz_last, want_final=True)
-    E, Ez = G, Gz
+    grad_fwd = {"reverse": True, "add_first": True, "store_before": True, "want_final": True}
+    jobs = [lambda: affine_scan(saved.M, dH, gamma, init=dS_last, **grad_fwd),
+            lambda: affine_scan(saved.N, dzeta, gamma, init=dz_last, **grad_fwd)]
     if has_rev:
         # Ẽ_t: gradient reaching R_{t-1} (forward scan, exclusive, restarting at chunk starts).
-        starts = chunk_start_flags(saved.resets)
-        E, _ = affine_scan(saved.M, dH, gamma, reverse=False, add_first=False, store_before=True, resets=starts)
-        Ez, _ = affine_scan(saved.N, dzeta, gamma, reverse=False, add_first=False, store_before=True, resets=starts)
+        grad_rev = {"reverse": False, "add_first": False, "store_before": True, "resets": chunk_start_flags(saved.resets)}
+        jobs += [lambda: affine_scan(saved.M, dH, gamma, **grad_rev), lambda: affine_scan(saved.N, dzeta, gamma, **grad_rev)]
+    scans = _concurrently(*jobs)
+    (G, dS0), (Gz, dz0) = scans[:2]
+    E, Ez = (scans[2][0], scans[3][0]) if has_rev else (G, Gz)
     dk, dv, dk_rot = torch.empty_like(k), torch.empty_like(v), torch.empty_like(k_rot)
     dbeta = torch.empty(2, B, T, S, H, **f32)
     dgamma = torch.empty(2, B, T, H, **f32)
