@@ -1,0 +1,48 @@
+"""A tiny random LTX video VAE saved in the real on-disk layout, for the VAE, latent and generate tests.
+
+Its strides match the real VAE (8 in time, 32 in space: patch 4 × three 2× stages), its
+width does not (8 latent channels, 8-channel blocks, one layer per block), so it runs in
+milliseconds on CPU. latents_mean/std and scaling_factor are not the identity, so tests
+see the normalisation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+LATENT_CHANNELS = 8
+FRAME_HW = (64, 96)  # pixels: a 2 × 3 latent grid at stride 32
+
+
+def save_tiny_vae(folder: Path, seed: int = 0, scaling_factor: float = 1.5) -> Path:
+    """Build a random `AutoencoderKLLTXVideo`, save it with `save_pretrained` to `folder`; return it."""
+    from diffusers import AutoencoderKLLTXVideo
+
+    torch.manual_seed(seed)
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=LATENT_CHANNELS,
+        block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1, 1),
+        patch_size=4,
+        scaling_factor=scaling_factor,
+    )
+    with torch.no_grad():
+        vae.latents_mean.copy_(torch.linspace(-0.2, 0.2, LATENT_CHANNELS))
+        vae.latents_std.copy_(torch.linspace(0.5, 2.0, LATENT_CHANNELS))
+    vae.save_pretrained(folder)
+    return folder
+
+
+def moving_frames(num_frames: int, hw: tuple[int, int] = FRAME_HW, seed: int = 0) -> torch.Tensor:
+    """uint8 [T, H, W, 3] frames of a smooth colour gradient sliding one pixel per frame."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = hw
+    base = torch.rand(3, generator=g) * 0.5 + 0.25
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    t = torch.arange(num_frames)[:, None, None, None]
+    wave = torch.sin((xx[None, ..., None] + t) / 7.0 + yy[None, ..., None] / 11.0 + base * 6)
+    return ((0.5 + 0.4 * wave) * 255).round().to(torch.uint8).expand(num_frames, H, W, 3).contiguous()
