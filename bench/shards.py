@@ -112,17 +112,21 @@ def shard_read(out: Path, workers: int, decode: str = "mp4", deliver: bool = Tru
     return sum(1 for _ in loader) if deliver else sum(loader)
 
 
-def timed(fn, tars: list[Path], cold: bool, repeats: int, expect: int | None = None) -> float:
-    """Median seconds of ``fn()``; the cache is dropped (cold) or warmed before each run."""
-    runs = []
+def time_cases(cases: dict, tars: list[Path], cold: bool, repeats: int, expect: int) -> dict[str, float]:
+    """Median seconds per case; cases alternate within each repeat so disk drift hits all alike.
+
+    Before every run the tars are dropped from the page cache (``cold``) or read once (warm).
+    """
+    runs: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
-        drop_cache(tars) if cold else raw_read(tars)
-        start = time.perf_counter()
-        result = fn()
-        runs.append(time.perf_counter() - start)
-        if expect is not None:  # correctness before speed: every sample, every run
-            assert result == expect, f"read {result} samples, expected {expect}"
-    return statistics.median(runs)
+        for name, fn in cases.items():
+            drop_cache(tars) if cold else raw_read(tars)
+            start = time.perf_counter()
+            result = fn()
+            runs[name].append(time.perf_counter() - start)
+            if name != "raw":  # correctness before speed: every sample, every run
+                assert result == expect, f"{name}: read {result} samples, expected {expect}"
+    return {name: statistics.median(r) for name, r in runs.items()}
 
 
 def markdown(result: dict, read: dict, per_sample_mb: float) -> str:
@@ -148,7 +152,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=160, help="samples written (cycled over distinct clips)")
     parser.add_argument("--distinct", type=int, default=4, help="distinct 720p clips rendered and encoded")
     parser.add_argument("--frames", type=int, default=49, help="frames per clip (49 = 3 s at 16 fps)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="skip the frame-decode measurement")
     parser.add_argument("--out", type=Path, default=RESULTS / "shards.json")
     args = parser.parse_args()
@@ -161,18 +165,17 @@ def main() -> None:
         out = tmp / "run0"
         tars = sorted(out.glob("*.tar"))
         mb = sum(p.stat().st_size for p in tars) / 1e6
-        read: dict[str, dict[str, float]] = {}
+        cases = {"raw": lambda: raw_read(tars)}
+        for workers in (1, 2):
+            cases[f"shard_w{workers}"] = lambda w=workers: shard_read(out, w, deliver=False)
+            cases[f"delivered_w{workers}"] = lambda w=workers: shard_read(out, w, deliver=True)
+        read = {}
         for cache, cold in (("storage", True), ("page_cache", False)):
-            row = {"raw": mb / timed(lambda: raw_read(tars), tars, cold, args.repeats)}
-            for workers in (1, 2):
-                for deliver in (False, True):
-                    fn = lambda: shard_read(out, workers, deliver=deliver)  # noqa: E731
-                    sec = timed(fn, tars, cold, args.repeats, expect=args.samples)
-                    row[f"{'delivered' if deliver else 'shard'}_w{workers}"] = mb / sec
-            read[cache] = row
+            seconds = time_cases(cases, tars, cold, args.repeats, expect=args.samples)
+            read[cache] = {name: mb / sec for name, sec in seconds.items()}
         decode = None
         if not args.quick:
-            sec = timed(lambda: shard_read(out, 2, "frames"), tars, False, 1, expect=args.samples)
+            sec = time_cases({"frames": lambda: shard_read(out, 2, "frames")}, tars, False, 1, args.samples)["frames"]
             decode = {"samples_per_s": args.samples / sec, "frames_per_s": args.samples * args.frames / sec}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
