@@ -108,7 +108,7 @@ def run_demo(out: Path) -> dict:
     print("[4/4] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
     report = verify_shards(out / "shards", check_video=True)
     print(report.summary())
-    print(shard_stats(out / "shards").to_string(index=False))
+    print(shard_stats(out / "shards").to_string())
     worst = np.zeros(3)
     frames_seen = 0
     for sample in ShardDataset(str(out / "shards"), decode="frames", verify=True):
