@@ -39,7 +39,14 @@ from .sampling import dit_velocity, flow_sigmas, sample_chunk_causal, sample_eul
 from .text_encoder import TextEncoder
 from .vae import VideoVAE, file_sha256
 
-__all__ = ["GenerateConfig", "cameras_path_for", "generate", "generate_frames", "load_model_weights", "save_model_weights"]
+__all__ = [
+    "GenerateConfig",
+    "cameras_path_for",
+    "generate",
+    "generate_frames",
+    "load_model_weights",
+    "save_model_weights",
+]
 
 DEFAULT_FPS = 16.0
 
@@ -69,7 +76,9 @@ def load_model_weights(path: str | Path, *, device: torch.device | str = "cpu") 
     path = Path(path)
     for needed in (path, _config_path(path)):
         if not needed.is_file():
-            raise FileNotFoundError(f"model weights: {needed} does not exist (need {path.name} and {_config_path(path).name})")
+            raise FileNotFoundError(
+                f"model weights: {needed} does not exist (need {path.name} and {_config_path(path).name})"
+            )
     try:
         fields = json.loads(_config_path(path).read_text())["dit_config"]
         cfg = DiTConfig(**{**fields, "softmax_blocks": tuple(fields["softmax_blocks"])})
@@ -106,7 +115,10 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.guidance < 1.0 or self.shift <= 0:
-            raise ValueError(f"GenerateConfig: need steps >= 1, guidance >= 1, shift > 0; got {self.steps}, {self.guidance}, {self.shift}")
+            raise ValueError(
+                f"GenerateConfig: need steps >= 1, guidance >= 1, shift > 0; "
+                f"got {self.steps}, {self.guidance}, {self.shift}"
+            )
         if self.mode not in ("bidirectional", "chunk_causal"):
             raise ValueError(f"GenerateConfig: mode must be 'bidirectional' or 'chunk_causal', got {self.mode!r}")
 
@@ -127,7 +139,8 @@ def _check_inputs(image: np.ndarray, cameras: Cameras, vae: VideoVAE, name: str)
     cx, cy = cameras.K[:, 0, 2], cameras.K[:, 1, 2]
     if not ((cx > 0) & (cx < W) & (cy > 0) & (cy < H)).all():
         raise ValueError(
-            f"{name}: camera principal points (cx {cx.min():.1f}..{cx.max():.1f}, cy {cy.min():.1f}..{cy.max():.1f} px) "
+            f"{name}: camera principal points (cx {cx.min():.1f}..{cx.max():.1f}, "
+            f"cy {cy.min():.1f}..{cy.max():.1f} px) "
             f"fall outside the {W}x{H} image: K is for another image size"
         )
 
@@ -135,9 +148,13 @@ def _check_inputs(image: np.ndarray, cameras: Cameras, vae: VideoVAE, name: str)
 def _check_parts(model: GDNDiT, vae: VideoVAE, text_encoder: TextEncoder, name: str) -> None:
     """Raise ValueError naming ``name`` unless the model takes the VAE's latents and the encoder's text."""
     if model.cfg.latent_channels != vae.latent_channels:
-        raise ValueError(f"{name}: the model takes {model.cfg.latent_channels} latent channels, the VAE gives {vae.latent_channels}")
+        raise ValueError(
+            f"{name}: the model takes {model.cfg.latent_channels} latent channels, the VAE gives {vae.latent_channels}"
+        )
     if text_encoder.dim != model.cfg.text_dim:
-        raise ValueError(f"{name}: the text encoder gives {text_encoder.dim}-wide embeddings, the model takes {model.cfg.text_dim}")
+        raise ValueError(
+            f"{name}: the text encoder gives {text_encoder.dim}-wide embeddings, the model takes {model.cfg.text_dim}"
+        )
 
 
 @torch.no_grad()

@@ -58,7 +58,9 @@ def _model_folder(path: Path) -> Path:
             return folder
     if not path.exists():
         raise FileNotFoundError(f"VAE folder {path} does not exist")
-    raise FileNotFoundError(f"VAE folder {path} has no config.json (nor vae/config.json); expected a save_pretrained folder")
+    raise FileNotFoundError(
+        f"VAE folder {path} has no config.json (nor vae/config.json); expected a save_pretrained folder"
+    )
 
 
 class VideoVAE:

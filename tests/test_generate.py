@@ -87,8 +87,9 @@ def test_weights_round_trip(parts):
 
 
 def test_generate_writes_video_cameras_and_record(parts, tmp_path, single_thread):
+    config = GenerateConfig(steps=2, guidance=2.0, seed=3)
     out = generate(parts["checkpoint"], parts["vae"], parts["text_encoder"], parts["image"], parts["cameras"],
-                   "a camera walks through the room", tmp_path / "clip.mp4", GenerateConfig(steps=2, guidance=2.0, seed=3))
+                   "a camera walks through the room", tmp_path / "clip.mp4", config)
     frames = decode_mp4_bytes(out.read_bytes())
     assert frames.shape == (17, H, W, 3)
     assert frames.std(axis=0).mean() > 1.0  # frames differ: the sample is a video, not a still
