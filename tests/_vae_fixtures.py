@@ -1,4 +1,5 @@
-"""A tiny random LTX video VAE saved in the real on-disk layout, for the VAE, latent and generate tests.
+"""A tiny random LTX video VAE (and a tiny BERT caption encoder) saved in the real on-disk
+layouts, for the VAE, latent-shard and generate tests.
 
 Its strides match the real VAE (8 in time, 32 in space: patch 4 × three 2× stages), its
 width does not (8 latent channels, 8-channel blocks, one layer per block), so it runs in
@@ -46,3 +47,23 @@ def moving_frames(num_frames: int, hw: tuple[int, int] = FRAME_HW, seed: int = 0
     t = torch.arange(num_frames)[:, None, None, None]
     wave = torch.sin((xx[None, ..., None] + t) / 7.0 + yy[None, ..., None] / 11.0 + base * 6)
     return ((0.5 + 0.4 * wave) * 255).round().to(torch.uint8).expand(num_frames, H, W, 3).contiguous()
+
+
+CAPTION_WORDS = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "camera", "walks", "through", "the", "room", "tiny", "test", "clip",
+]
+
+
+def save_tiny_text_encoder(folder: Path, hidden: int = 32) -> Path:
+    """A random 1-layer BERT with its word-piece tokenizer, saved with `save_pretrained` to `folder`."""
+    import transformers
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(CAPTION_WORDS) + "\n")
+    config = transformers.BertConfig(vocab_size=len(CAPTION_WORDS), hidden_size=hidden, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=300)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder)
+    transformers.BertTokenizer(str(vocab)).save_pretrained(folder)
+    return folder

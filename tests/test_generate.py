@@ -11,11 +11,11 @@ import pytest
 import torch
 
 pytest.importorskip("diffusers")
-transformers = pytest.importorskip("transformers")
+pytest.importorskip("transformers")
 
 from _model_fixtures import single_thread  # noqa: E402,F401
 from _shard_fixtures import make_cameras  # noqa: E402
-from _vae_fixtures import LATENT_CHANNELS, moving_frames, save_tiny_vae  # noqa: E402
+from _vae_fixtures import LATENT_CHANNELS, moving_frames, save_tiny_text_encoder, save_tiny_vae  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from wmkit.datasets.cameras import Cameras  # noqa: E402
@@ -32,7 +32,6 @@ from wmkit.model.generate import (  # noqa: E402
 from wmkit.model.vae import file_sha256  # noqa: E402
 
 H, W, FPS = 64, 96, 8.0
-WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "camera", "walks", "through", "the", "room"]
 
 
 def tiny_dit(seed: int = 0) -> GDNDiT:
@@ -52,12 +51,7 @@ def parts(tmp_path_factory):
     root = tmp_path_factory.mktemp("generate")
     checkpoint = save_model_weights(tiny_dit(), root / "model.safetensors")
     vae = save_tiny_vae(root / "vae")
-    (root / "vocab.txt").write_text("\n".join(WORDS) + "\n")
-    config = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=300)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(root / "enc")
-    transformers.BertTokenizer(str(root / "vocab.txt")).save_pretrained(root / "enc")
+    save_tiny_text_encoder(root / "enc")
     Image.fromarray(moving_frames(1, (H, W))[0].numpy()).save(root / "first.png")
     make_cameras(17, fps=FPS, width=W, height=H).save(str(root / "path.cameras.npz"))
     return {"checkpoint": checkpoint, "vae": vae, "text_encoder": root / "enc", "image": root / "first.png",

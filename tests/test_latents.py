@@ -10,7 +10,7 @@ pytest.importorskip("diffusers")
 
 from _model_fixtures import single_thread  # noqa: E402,F401
 from _shard_fixtures import make_cameras, make_meta  # noqa: E402
-from _vae_fixtures import LATENT_CHANNELS, moving_frames, save_tiny_vae  # noqa: E402
+from _vae_fixtures import LATENT_CHANNELS, moving_frames, save_tiny_text_encoder, save_tiny_vae  # noqa: E402
 
 from wmkit.datasets.sample import Sample  # noqa: E402
 from wmkit.datasets.shard_format import read_index  # noqa: E402
@@ -132,3 +132,19 @@ def test_shards_are_byte_identical_across_runs(encoded, video_dir, vae_dir, tmp_
     encode_latent_shards(video_dir, tmp_path, vae_dir, batch_size=2, progress=False, max_count=2)
     tars = {p.name: p.read_bytes() for p in out.glob("*.tar")}
     assert tars and {p.name: p.read_bytes() for p in tmp_path.glob("*.tar")} == tars
+
+
+def test_caption_embeddings_are_stored_for_the_trainer(video_dir, vae_dir, tmp_path, single_thread):
+    pytest.importorskip("transformers")
+    from wmkit.model.text_encoder import TextEncoder
+
+    encoder_dir = save_tiny_text_encoder(tmp_path / "enc")
+    out = tmp_path / "out"
+    encode_latent_shards(video_dir, out, vae_dir, text_encoder=encoder_dir, text_max_length=12, progress=False)
+    sample = next(s for s in ShardDataset(out) if s.key == "a")
+    lat = Latents.from_bytes(sample.latents)
+    emb, mask = TextEncoder(encoder_dir, max_length=12).encode([sample.meta["caption"]])  # "a tiny test clip"
+    assert lat.text.dtype == np.float16 and lat.text.shape == (int(mask.sum()), 32) == (6, 32)
+    assert lat.text_mask.dtype == np.bool_ and lat.text_mask.all()
+    torch.testing.assert_close(torch.from_numpy(lat.text).float(), emb[0][mask[0]], atol=2e-3, rtol=1e-3)
+    assert sorted(sample.meta["provenance"]["text_encoder"]["weights"]) == ["model.safetensors"]

@@ -7,6 +7,7 @@ The pipeline, per run::
         ▼  decode      decode_samples(..., "frames"): uint8 (T, H, W, 3), T == cameras T
         ▼  trim        the first T_enc = 8·k + 1 frames (the largest count the VAE takes)
         ▼  encode      VideoVAE.encode, batch_size clips of one shape at a time
+        ▼  text        (optional) TextEncoder on each json caption
         ▼  sample      the input sample + latents.safetensors + json provenance["vae"]
     ShardWriter ──► out_dir shards (same keys) + index.parquet
     status.parquet: one row per key (wmkit.datasets.ingest.STATUS_DTYPES), "done" rows only
@@ -39,7 +40,9 @@ stride 8; the first latent frame covers frame 0 alone)::
 (T', 3, 3) float64 (pixels of the stored frames), ``t`` (T',) float64 seconds and
 ``frame_index`` (T',) int64 of those frames, and one metadata entry ``wmkit``: JSON with
 ``num_frames`` (T_enc), ``time_stride``, ``space_stride`` and ``vae`` (provenance with
-weight sha256s).
+weight sha256s). With a text encoder it also holds the caption's embeddings ``text``
+(L, C_text) float16, its real tokens only (padding dropped), and ``text_mask`` (L,) bool,
+which the trainer reads instead of running the encoder (``TrainConfig.text_encoder=""``).
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ from wmkit.datasets.sample import DecodedSample, Sample, SampleError
 from wmkit.datasets.shard_format import INDEX_FILE, RawSample, read_index
 from wmkit.datasets.shard_reader import decode_samples, list_shards, tar_samples
 from wmkit.datasets.shard_writer import ShardWriter
-from wmkit.model.vae import VideoVAE
+from wmkit.model.text_encoder import TextEncoder
+from wmkit.model.vae import VideoVAE, file_sha256
 
 __all__ = ["Latents", "encode_latent_shards", "latent_frame_indices"]
 
@@ -78,7 +82,8 @@ class Latents:
     """The ``latents.safetensors`` member: z and the latent-frame cameras (module docstring).
 
     z: (C, T', H', W') float16; c2w (T', 4, 4), K (T', 3, 3), t (T',) float64;
-    frame_index (T',) int64; num_frames = T_enc frames encoded (8·(T' − 1) + 1)."""
+    frame_index (T',) int64; num_frames = T_enc frames encoded (8·(T' − 1) + 1);
+    text (L, C_text) float16 and text_mask (L,) bool when captions were encoded."""
 
     z: np.ndarray
     c2w: np.ndarray
@@ -89,10 +94,14 @@ class Latents:
     time_stride: int
     space_stride: int
     vae: dict
+    text: np.ndarray | None = None
+    text_mask: np.ndarray | None = None
 
     @classmethod
-    def from_encoding(cls, z: torch.Tensor, cameras: Cameras, vae: VideoVAE) -> "Latents":
-        """Pack z [C, T', H', W'] of a clip's first frames with the cameras of each latent frame's last frame."""
+    def from_encoding(cls, z: torch.Tensor, cameras: Cameras, vae: VideoVAE,
+                      text: torch.Tensor | None = None) -> "Latents":
+        """Pack z [C, T', H', W'] of a clip's first frames with the cameras of each latent frame's
+        last frame, and the caption's real-token embeddings text [L, C_text] if given."""
         Tl = z.shape[1]
         pick = latent_frame_indices(Tl, vae.time_stride)
         return cls(
@@ -105,11 +114,15 @@ class Latents:
             time_stride=vae.time_stride,
             space_stride=vae.space_stride,
             vae=vae.provenance(),
+            text=None if text is None else text.to(torch.float16).cpu().numpy(),
+            text_mask=None if text is None else np.ones(len(text), dtype=np.bool_),
         )
 
     def to_bytes(self) -> bytes:
         """Serialise as the shard member ``latents.safetensors`` (deterministic bytes)."""
         tensors = {"z": self.z, "c2w": self.c2w, "K": self.K, "t": self.t, "frame_index": self.frame_index}
+        if self.text is not None:
+            tensors |= {"text": self.text, "text_mask": self.text_mask}
         # One metadata entry: safetensors writes its metadata map in hash order, so several
         # entries would make the bytes (and the shard sha256) differ from run to run.
         info = {"num_frames": self.num_frames, "time_stride": self.time_stride, "space_stride": self.space_stride,
@@ -129,8 +142,8 @@ class Latents:
             info = json.loads(_safetensors_metadata(data)["wmkit"])
             return cls(**tensors, num_frames=int(info["num_frames"]), time_stride=int(info["time_stride"]),
                        space_stride=int(info["space_stride"]), vae=info["vae"])
-        except (KeyError, ValueError) as err:
-            raise SampleError(f"{name}: latents.safetensors metadata is incomplete ({err})") from err
+        except (KeyError, TypeError, ValueError) as err:
+            raise SampleError(f"{name}: latents.safetensors has incomplete metadata or unknown tensors ({err})") from err
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -188,13 +201,29 @@ def _prepared(raws: Iterator[RawSample], vae: VideoVAE) -> Iterator[DecodedSampl
             yield failed
 
 
-def _with_latents(item: DecodedSample, z: torch.Tensor, vae: VideoVAE) -> Sample:
-    """The input sample with its latents member and the VAE in its json provenance."""
+def _with_latents(item: DecodedSample, z: torch.Tensor, vae: VideoVAE, text: torch.Tensor | None,
+                  text_provenance: dict | None) -> Sample:
+    """The input sample with its latents member and the VAE (and text encoder) in its json provenance."""
     sample = item.sample
-    latents = Latents.from_encoding(z, sample.cameras, vae)
+    latents = Latents.from_encoding(z, sample.cameras, vae, text)
     meta = dict(sample.meta)
     meta["provenance"] = {**meta.get("provenance", {}), "vae": latents.vae}
+    if text_provenance is not None:
+        meta["provenance"]["text_encoder"] = text_provenance
     return replace(sample, meta=meta, latents=latents.to_bytes())
+
+
+def _caption_embeddings(encoder: TextEncoder | None, batch: list[DecodedSample]) -> list[torch.Tensor | None]:
+    """Per clip, the real-token embeddings [L, C_text] of its json caption (None without an encoder)."""
+    if encoder is None:
+        return [None] * len(batch)
+    text, mask = encoder.encode([str(item.sample.meta.get("caption", "")) for item in batch])
+    return [t[m] for t, m in zip(text, mask)]
+
+
+def _weight_sha256(folder: Path) -> dict[str, str]:
+    """``{file name: sha256}`` of a model folder's weight files."""
+    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".bin")}
 
 
 class _StatusTable:
@@ -226,6 +255,8 @@ def encode_latent_shards(
     device: torch.device | str | None = None,
     progress: bool = True,
     retry_failed: bool = False,
+    text_encoder: str | os.PathLike | None = None,
+    text_max_length: int = 300,
     prefix: str = "shard",
     max_count: int = 1000,
     max_bytes: int = 1 << 30,
@@ -240,6 +271,9 @@ def encode_latent_shards(
         device: where the VAE runs; default CUDA when available, else CPU.
         progress: show a tqdm bar.
         retry_failed: also redo keys that failed in an earlier run.
+        text_encoder: local text-encoder folder (`TextEncoder`); when given, each sample's
+            json ``caption`` is encoded into ``text``/``text_mask`` (module docstring).
+        text_max_length: tokens per caption for the text encoder (the release: 300).
         prefix, max_count, max_bytes: shard naming and limits (`ShardWriter`).
 
     Running twice does no work twice: keys in ``out_dir/index.parquet`` are skipped.
@@ -250,6 +284,11 @@ def encode_latent_shards(
     shards = list_shards(in_dir)
     device = device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     vae = VideoVAE(vae_path, device=device)
+    captions, text_provenance = None, None
+    if text_encoder is not None:
+        captions = TextEncoder(text_encoder, max_length=text_max_length, device=device)
+        text_provenance = {"path": os.fspath(text_encoder), "max_length": text_max_length,
+                           "weights": _weight_sha256(Path(text_encoder))}
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     table = _StatusTable(out_dir)
@@ -279,14 +318,15 @@ def encode_latent_shards(
                     continue
                 try:
                     z = vae.encode(torch.stack([item.frames for item in batch]))
+                    texts = _caption_embeddings(captions, batch)
                 except _SAMPLE_ERRORS as err:
                     for item in batch:
                         table.set(item.key, "failed", "encode", str(err))
                     bar.update(len(batch))
                     continue
-                for item, z_item in zip(batch, z):
+                for item, z_item, text in zip(batch, z, texts):
                     try:
-                        writer.write(_with_latents(item, z_item, vae))
+                        writer.write(_with_latents(item, z_item, vae, text, text_provenance))
                     except SampleError as err:
                         table.set(item.key, "failed", "write", str(err))
                 bar.update(len(batch))
