@@ -37,7 +37,7 @@ from .config import DiTConfig
 from .dit import GDNDiT
 from .sampling import dit_velocity, flow_sigmas, sample_chunk_causal, sample_euler
 from .text_encoder import TextEncoder
-from .vae import VideoVAE, file_sha256
+from .vae import VideoVAE, file_sha256, weight_sha256
 
 __all__ = [
     "GenerateConfig",
@@ -255,7 +255,7 @@ def generate(
         "cameras": str(cameras_path),
         "checkpoint": {"path": str(checkpoint), "sha256": file_sha256(checkpoint)},
         "vae": vae.provenance(),
-        "text_encoder": str(text_encoder_path),
+        "text_encoder": {"path": str(text_encoder_path), "weights": weight_sha256(text_encoder_path)},
     }
     out.with_suffix(".json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return out

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["VAE_CLASSES", "VAEError", "VideoVAE", "file_sha256"]
+__all__ = ["VAE_CLASSES", "VAEError", "VideoVAE", "file_sha256", "weight_sha256"]
 
 #: diffusers classes a VAE folder may name in its config.json ``_class_name``.
 VAE_CLASSES = ("AutoencoderKLLTXVideo", "AutoencoderKLLTX2Video")
@@ -49,6 +49,12 @@ def file_sha256(path: str | Path, chunk_bytes: int = 1 << 24) -> str:
         while block := f.read(chunk_bytes):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weight_sha256(folder: str | Path) -> dict[str, str]:
+    """``{file name: sha256}`` of a model folder's weight files (*.safetensors, *.bin), for provenance."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix in (".safetensors", ".bin"))
+    return {p.name: file_sha256(p) for p in files}
 
 
 def _model_folder(path: Path) -> Path:
@@ -89,10 +95,9 @@ class VideoVAE:
         name = config.get("_class_name")
         if name not in VAE_CLASSES:
             raise VAEError(f"VAE folder {self.path}: config.json names class {name!r}, expected one of {VAE_CLASSES}")
-        files = sorted(p for p in self.path.iterdir() if p.suffix in (".safetensors", ".bin"))
-        if not files:
+        self.weights = weight_sha256(self.path)
+        if not self.weights:
             raise FileNotFoundError(f"VAE folder {self.path} has no weight file (*.safetensors or *.bin)")
-        self.weights = {p.name: file_sha256(p) for p in files}
         self.class_name = name
         self.device = torch.device(device)
         self.model = getattr(diffusers, name).from_pretrained(self.path, local_files_only=True).to(self.device).eval()

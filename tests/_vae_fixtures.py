@@ -62,7 +62,8 @@ def save_tiny_text_encoder(folder: Path, hidden: int = 32) -> Path:
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(CAPTION_WORDS) + "\n")
     config = transformers.BertConfig(vocab_size=len(CAPTION_WORDS), hidden_size=hidden, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=300)
+                                     num_attention_heads=2, intermediate_size=2 * hidden,
+                                     max_position_embeddings=300)
     torch.manual_seed(0)
     transformers.BertModel(config).save_pretrained(folder)
     transformers.BertTokenizer(str(vocab)).save_pretrained(folder)

@@ -94,6 +94,7 @@ def test_generate_writes_video_cameras_and_record(parts, tmp_path, single_thread
     assert record["checkpoint"]["sha256"] == file_sha256(parts["checkpoint"])
     assert record["config"]["seed"] == 3 and record["prompt"] == "a camera walks through the room"
     assert record["vae"]["weights"] and record["vae"]["time_stride"] == 8
+    assert list(record["text_encoder"]["weights"]) == ["model.safetensors"]
 
 
 def test_cli_chunk_causal_over_two_chunks(parts, tmp_path, single_thread, capsys):

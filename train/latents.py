@@ -67,7 +67,7 @@ from wmkit.datasets.shard_format import INDEX_FILE, RawSample, read_index
 from wmkit.datasets.shard_reader import decode_samples, list_shards, tar_samples
 from wmkit.datasets.shard_writer import ShardWriter
 from wmkit.model.text_encoder import TextEncoder
-from wmkit.model.vae import VideoVAE, file_sha256
+from wmkit.model.vae import VideoVAE, weight_sha256
 
 __all__ = ["Latents", "encode_latent_shards", "latent_frame_indices"]
 
@@ -143,7 +143,9 @@ class Latents:
             return cls(**tensors, num_frames=int(info["num_frames"]), time_stride=int(info["time_stride"]),
                        space_stride=int(info["space_stride"]), vae=info["vae"])
         except (KeyError, TypeError, ValueError) as err:
-            raise SampleError(f"{name}: latents.safetensors has incomplete metadata or unknown tensors ({err})") from err
+            raise SampleError(
+                f"{name}: latents.safetensors has incomplete metadata or unknown tensors ({err})"
+            ) from err
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -221,11 +223,6 @@ def _caption_embeddings(encoder: TextEncoder | None, batch: list[DecodedSample])
     return [t[m] for t, m in zip(text, mask)]
 
 
-def _weight_sha256(folder: Path) -> dict[str, str]:
-    """``{file name: sha256}`` of a model folder's weight files."""
-    return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.suffix in (".safetensors", ".bin")}
-
-
 class _StatusTable:
     """Status rows keyed by sample key, saved atomically to ``out_dir/status.parquet``."""
 
@@ -288,7 +285,7 @@ def encode_latent_shards(
     if text_encoder is not None:
         captions = TextEncoder(text_encoder, max_length=text_max_length, device=device)
         text_provenance = {"path": os.fspath(text_encoder), "max_length": text_max_length,
-                           "weights": _weight_sha256(Path(text_encoder))}
+                           "weights": weight_sha256(text_encoder)}
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     table = _StatusTable(out_dir)
