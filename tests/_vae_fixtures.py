@@ -50,7 +50,8 @@ def moving_frames(num_frames: int, hw: tuple[int, int] = FRAME_HW, seed: int = 0
 
 
 CAPTION_WORDS = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "camera", "walks", "through", "the", "room", "tiny", "test", "clip",
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    "a", "camera", "walks", "through", "the", "room", "tiny", "test", "clip",
 ]
 
 
