@@ -30,7 +30,7 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.nn.functional import all_gather
+from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
 from wmkit.kernels import frame_gdn_context_parallel, frame_gdn_ref
 
@@ -118,6 +118,20 @@ def context_parallel_gdn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
                                       group=group, op=op, **op_kwargs)
 
 
+def gather_tokens(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
+    """Concatenate every rank's x [B, H, N_r, D] along the token axis in rank order; slices may
+    differ in length (padded for the collective, then cut). Differentiable: each rank's
+    gradient for its own slice comes back to it."""
+    world = dist.get_world_size(group)
+    lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(lengths, torch.tensor([x.shape[2]]), group=group)
+    lengths = [int(n) for n in lengths]
+    longest = max(lengths)
+    padded = F.pad(x, (0, 0, 0, longest - x.shape[2]))
+    parts = all_gather_tensor_autograd(padded.contiguous(), 2, group if group is not None else dist.group.WORLD)
+    return torch.cat([part[:, :, :n] for part, n in zip(parts.split(longest, 2), lengths)], 2)
+
+
 def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                                mask: torch.Tensor | None = None,
                                group: dist.ProcessGroup | None = None) -> torch.Tensor:
@@ -126,10 +140,9 @@ def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     q, k, v: [B, H, N_local, D] (this rank's tokens, slices in rank order); mask: [N_local,
     N_total] bool (True = may attend) or None. The all-gather is differentiable, so key and
     value gradients flow back to the rank that owns them. Returns [B, H, N_local, D]."""
-    k_all = torch.cat(all_gather(k.contiguous(), group=group), 2)
-    v_all = torch.cat(all_gather(v.contiguous(), group=group), 2)
+    k_all, v_all = gather_tokens(k, group), gather_tokens(v, group)
     return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
 
 
 __all__ = ["DistInfo", "apply_activation_checkpointing", "apply_compile", "apply_fsdp", "context_parallel_attention",
-           "context_parallel_gdn", "frame_slice", "init_distributed", "parallelize"]
+           "context_parallel_gdn", "frame_slice", "gather_tokens", "init_distributed", "parallelize"]
