@@ -46,7 +46,7 @@ def run_plot(args: argparse.Namespace) -> int:
     from .plot import plot_loss
 
     try:
-        print(plot_loss(args.run, args.png))
+        print(plot_loss(args.run_dir, args.png))
     except (OSError, ValueError) as err:
         print(f"wmkit train plot: {err}", file=sys.stderr)
         return 2
@@ -77,7 +77,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     run.set_defaults(run=run_train)
 
     plot = sub.add_parser("plot", help="loss-curve PNG from RUN/metrics.jsonl")
-    plot.add_argument("run", help="run directory")
+    plot.add_argument("run_dir", metavar="RUN", help="run directory")
     plot.add_argument("--png", help="output path (default RUN/loss.png)")
     plot.set_defaults(run=run_plot)
 

@@ -1,0 +1,90 @@
+"""The loop on one CPU: a tiny model learns the synthetic camera-motion task; the CLI trains
+from video shards (stand-in VAE, tiny text encoder), logs and plots; config overrides are checked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from _train_fixtures import clip_sample, write_shards
+from wmkit.train import cli
+from wmkit.train.config import TrainConfig, apply_overrides, run_preset
+from wmkit.train.trainer import train
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture
+def single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_model_learns_camera_motion_clips(tmp_path, single_thread):
+    shards = write_shards(tmp_path / "shards", [clip_sample(i) for i in range(8)])
+    cfg = run_preset("tiny_cpu", shards=str(shards), out=str(tmp_path / "run"), steps=60, progress=False)
+    rows = train(cfg)
+    losses = [r["loss"] for r in rows]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.75 * first, f"loss did not fall: first 10 steps {first:.3f}, last 10 {last:.3f}"
+    assert rows[-1]["step"] == 60 and rows[4]["lr"] == pytest.approx(cfg.lr)  # warm-up over 5 steps
+    assert rows[0]["lr"] == pytest.approx(cfg.lr / 5)
+    assert all(r["grad_norm"] > 0 and r["samples_per_s"] > 0 and 0 <= r["stall_fraction"] < 1 for r in rows)
+    ckpts = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert ckpts == ["step-00000020", "step-00000040", "step-00000060"]
+    # a finished run resumes at its last step and does nothing more
+    assert train(cfg) == []
+
+
+def _bert(folder):
+    transformers = pytest.importorskip("transformers")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "room", "walk", "0", "1", "2"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
+    config = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=16)
+    torch.manual_seed(0)
+    transformers.BertModel(config).save_pretrained(folder / "enc")
+    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder / "enc")
+    return folder / "enc"
+
+
+def test_cli_trains_from_video_shards_and_plots(tmp_path, single_thread, capsys):
+    shards = write_shards(tmp_path / "video", [clip_sample(i, latents=False) for i in range(3)])
+    encoder = _bert(tmp_path)
+    parser = argparse.ArgumentParser(prog="wmkit")
+    cli.register(parser.add_subparsers(dest="verb"))
+    run = tmp_path / "run"
+    args = parser.parse_args(["train", "run", "--preset", "tiny_cpu", "--shards", str(shards), "--out", str(run),
+                              "data=video", "vae=pool", f"text_encoder={encoder}", "text_max_length=8", "steps=3",
+                              "batch_size=1", "progress=false"])
+    assert args.run(args) == 0
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["data"] == "video" and saved["vae"] == "pool"
+    args = parser.parse_args(["train", "plot", str(run)])
+    assert args.run(args) == 0
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = parser.parse_args(["train", "run", "--preset", "tiny_cpu", "--shards", str(shards), "stepz=3"])
+    assert args.run(args) == 2 and "no field 'stepz'" in capsys.readouterr().err
+
+
+def test_overrides_are_typed_and_checked():
+    cfg = apply_overrides(run_preset("tiny_cpu"), ["lr=0.01", "activation_checkpointing=true", "steps=7",
+                                                   'extra={"note": "x"}'])
+    assert cfg.lr == 0.01 and cfg.activation_checkpointing is True and cfg.steps == 7 and cfg.extra == {"note": "x"}
+    with pytest.raises(ValueError, match="expected int"):
+        apply_overrides(cfg, ["steps=many"])
+    with pytest.raises(ValueError, match="must be positive: batch_size=0"):
+        apply_overrides(cfg, ["batch_size=0"])
+    with pytest.raises(ValueError, match="needs vae="):
+        TrainConfig(data="video")
+    with pytest.raises(ValueError, match="unknown model preset"):
+        TrainConfig(model="huge")
+    assert run_preset("2.6b_720p_61s_h100").lr == 1e-5 and run_preset("2.6b_720p_61s_h100").grad_clip == 0.5
+    assert cfg.hash() == apply_overrides(cfg, ["out=elsewhere"]).hash() != apply_overrides(cfg, ["lr=0.02"]).hash()
