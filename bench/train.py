@@ -1,0 +1,227 @@
+"""Benchmark of the trainer (issue 4): one 2.6b step with activation checkpointing on one GPU,
+and tiny/small runs from latent shards for samples/s and input-pipeline stall.
+
+Usage::
+
+    python bench/train.py                           # on an H100: writes bench/results/train.json
+    python bench/train.py --smoke --out /tmp/t.json # CPU: tiny model at small shapes, a few steps
+
+Cases:
+
+- `step_2p6b` — the 2.6b preset, one 61-s 720p clip per step: 121 latent frames × 22 × 40 =
+  880 tokens (704×1280 px), bf16 autocast, AC per block, AdamW. Before timing, the loss and
+  every gradient must be finite (no speed is reported on a red gate). Reported: step time,
+  tokens/s, peak memory (against the article's 74.7 GB), and MFU = model FLOPs / (step time
+  × 989 TFLOP/s, the H100 SXM dense bf16 peak). Model FLOPs per step (`model_flops`):
+  6·N·tokens for the dense part (Kaplan et al. 2020 / PaLM appendix B; recomputation by AC
+  is not counted), plus 3× the forward attention FLOPs: softmax blocks 4·N_tok²·C per branch
+  (QKᵀ and AV), GDN blocks per frame and head 2·S·D²·5 (three Gram products, the forward and
+  reverse outputs) + 4·D³ (state and normaliser updates), main and camera branch each.
+  A bf16 8192² matmul is timed in the same run as the achievable ceiling (`matmul_tflops`).
+- `loader_tiny`, `loader_small` — `wmkit.train.train` on generated latent shards: samples/s
+  and the fraction of step time spent waiting for data (goal: below 5 %).
+
+The `summary` holds `mfu_2p6b`, `peak_mem_gb_2p6b`, `loader_stall_fraction` (worst case)
+and `device`. With `--smoke` the "2p6b" step runs the tiny preset at a small shape on CPU
+(to keep this script tested), marked by `"smoke": true`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wmkit.datasets.cameras import Cameras
+from wmkit.datasets.sample import Sample
+from wmkit.datasets.shard_writer import ShardWriter
+from wmkit.model import GDNDiT, camera_inputs, preset
+from wmkit.model.config import DiTConfig
+from wmkit.train.config import run_preset
+from wmkit.train.flow import FlowConfig, flow_matching_loss
+from wmkit.train.parallel import DistInfo, parallelize
+from wmkit.train.trainer import train
+
+H100_BF16_DENSE_FLOPS = 989e12
+ARTICLE_PEAK_MEM_GB = 74.7
+
+
+def model_flops(cfg: DiTConfig, params: int, frames: int, tokens_per_frame: int) -> float:
+    """Training FLOPs of one clip (see the module docstring for the formula)."""
+    tokens = frames * tokens_per_frame
+    C, H, D = cfg.hidden, cfg.heads, cfg.head_dim
+    dense = 6 * params * tokens
+    softmax_fwd = 2 * 4 * tokens**2 * C  # two branches (main, camera), QKᵀ and AV
+    gdn_fwd = 2 * frames * H * (2 * tokens_per_frame * D**2 * 5 + 4 * D**3)  # bidirectional
+    n_softmax = len(cfg.softmax_blocks)
+    return dense + 3 * (n_softmax * softmax_fwd + (cfg.depth - n_softmax) * gdn_fwd)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_tflops(device: torch.device) -> float | None:
+    """Achieved bf16 TFLOP/s of an 8192² matmul (None on CPU)."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ a
+    _sync(device)
+    t0, n = time.perf_counter(), 20
+    for _ in range(n):
+        a @ a
+    _sync(device)
+    return 2 * 8192**3 * n / (time.perf_counter() - t0) / 1e12
+
+
+def _clip_cameras(B: int, frames: int, image_hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A camera walking forward and yawing: c2w [B, T, 4, 4], K [B, T, 3, 3] (pixels)."""
+    T = 8 * (frames - 1) + 1
+    yaw = torch.linspace(0, 0.5, T, dtype=torch.float64)
+    c2w = torch.eye(4, dtype=torch.float64).repeat(B, T, 1, 1)
+    c2w[..., 0, 0], c2w[..., 0, 2], c2w[..., 2, 0], c2w[..., 2, 2] = yaw.cos(), yaw.sin(), -yaw.sin(), yaw.cos()
+    c2w[..., 2, 3] = 0.05 * torch.arange(T, dtype=torch.float64)
+    H, W = image_hw
+    K = torch.tensor([[0.8 * W, 0, W / 2], [0, 0.8 * W, H / 2], [0, 0, 1]], dtype=torch.float64).repeat(B, T, 1, 1)
+    return c2w, K
+
+
+def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torch.device, steps: int,
+               warmup: int) -> dict:
+    """Time full training steps (forward, backward, AdamW) of one clip with AC on one device."""
+    cfg = preset(model_name)
+    torch.manual_seed(0)
+    model = GDNDiT(cfg).to(device)
+    params = sum(p.numel() for p in model.parameters())
+    parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=False, fsdp=False)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    g = torch.Generator(device=device).manual_seed(0)
+    Hl, Wl = grid
+    image_hw = (32 * Hl, 32 * Wl)
+    x0 = torch.randn(1, cfg.latent_channels, frames, Hl, Wl, device=device, generator=g)
+    cams = camera_inputs(*(t.to(device) for t in _clip_cameras(1, frames, image_hw)), grid, image_hw)
+    text = torch.randn(1, 300 if device.type == "cuda" else 8, cfg.text_dim, device=device, generator=g)
+    mask = torch.ones(text.shape[:2], dtype=torch.bool, device=device)
+    flow = FlowConfig(shift=9.95)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> float:
+        with autocast:
+            loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        return loss.item()
+
+    with autocast:  # the gate: finite loss and gradients at the timed shape
+        loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)
+    loss.backward()
+    bad = [n for n, p in model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    if not torch.isfinite(loss) or bad:
+        raise RuntimeError(f"bench_step {model_name}: non-finite loss {loss.item()} or gradients in {bad[:5]}")
+    optim.zero_grad(set_to_none=True)
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)
+    flops = model_flops(cfg, params, frames, Hl * Wl)
+    peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+    return {"model": model_name, "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
+            "tokens": frames * Hl * Wl, "step_s": step_s, "step_times_s": times,
+            "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
+            "mfu": flops / (step_s * H100_BF16_DENSE_FLOPS), "peak_mem_gb": peak,
+            "article_peak_mem_gb": ARTICLE_PEAK_MEM_GB}
+
+
+def write_latent_shards(out: Path, clips: int, frames: int, grid: tuple[int, int], text_dim: int) -> Path:
+    """Latent shards of random latents (the loader's work does not depend on their values)."""
+    from safetensors.torch import save
+
+    from wmkit.datasets.video import encode_mp4
+
+    T = 8 * (frames - 1) + 1
+    H, W = 32 * grid[0], 32 * grid[1]
+    mp4 = encode_mp4(np.zeros((T, H, W, 3), dtype=np.uint8), 16.0, preset="ultrafast")
+    c2w, K = _clip_cameras(1, frames, (H, W))
+    cams = Cameras(c2w[0].numpy(), K[0].numpy(), np.arange(T) / 16.0, np.arange(T), metric=True, scale_confidence=1.0)
+    g = torch.Generator().manual_seed(0)
+    with ShardWriter(out, max_count=16) as writer:
+        for i in range(clips):
+            z = torch.randn(128, frames, *grid, generator=g).half()
+            blob = save({"z": z, "text": torch.randn(16, text_dim, generator=g)})
+            meta = {"source": "local", "source_id": f"b{i}", "caption": "", "license": "none", "fps": 16.0,
+                    "size": [W, H], "num_frames": T, "provenance": {}}
+            writer.write(Sample(f"bench-{i:05d}", mp4, cams, meta, latents=blob))
+    return out
+
+
+def bench_loader(model_name: str, frames: int, grid: tuple[int, int], steps: int, batch_size: int,
+                 num_workers: int) -> dict:
+    """samples/s and stall fraction of `train` on generated latent shards."""
+    with tempfile.TemporaryDirectory() as tmp:
+        shards = write_latent_shards(Path(tmp) / "shards", 64, frames, grid, preset(model_name).text_dim)
+        cfg = run_preset("tiny_cpu", model=model_name, shards=str(shards), out=str(Path(tmp) / "run"), steps=steps,
+                         batch_size=batch_size, num_workers=num_workers, ckpt_every=10**9, progress=False,
+                         lr=1e-4, shuffle_buffer=16)
+        rows = train(cfg)
+    timed = rows[len(rows) // 4 :]  # drop the warm-up quarter (allocator, worker start)
+    wait = sum(r["data_wait_s"] for r in timed)
+    total = sum(r["step_time_s"] for r in timed)
+    return {"model": model_name, "latent_frames": frames, "grid": list(grid), "batch_size": batch_size,
+            "num_workers": num_workers, "steps": steps,
+            "samples_per_s": sum(batch_size for _ in timed) / total, "stall_fraction": wait / total}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="CPU-sized run of every case (tiny model, few steps)")
+    parser.add_argument("--out", default="bench/results/train.json", help="results JSON")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if args.smoke:
+        torch.set_num_threads(1)
+        big = bench_step("tiny", 3, (2, 3), device, steps=2, warmup=1)
+        loaders = {"loader_tiny": bench_loader("tiny", 3, (2, 3), steps=8, batch_size=2, num_workers=0)}
+    else:
+        big = bench_step("2.6b", 121, (22, 40), device, steps=5, warmup=2)
+        loaders = {"loader_tiny": bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4),
+                   "loader_small": bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4)}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    results = {
+        "device": name, "torch": torch.__version__, "smoke": args.smoke, "matmul_tflops": matmul_tflops(device),
+        "cases": {"step_2p6b": big, **loaders},
+        "summary": {"mfu_2p6b": big["mfu"], "peak_mem_gb_2p6b": big["peak_mem_gb"],
+                    "loader_stall_fraction": max(c["stall_fraction"] for c in loaders.values()), "device": name},
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print(f"{'case':<14} {'model':<6} {'step s':>8} {'tokens/s':>10} {'MFU':>6} {'mem GB':>7} {'samples/s':>10} {'stall':>6}")
+    print(f"{'step_2p6b':<14} {big['model']:<6} {big['step_s']:8.3f} {big['tokens_per_s']:10.0f} {big['mfu']:6.1%} "
+          f"{big['peak_mem_gb'] or float('nan'):7.1f}")
+    for case, r in loaders.items():
+        print(f"{case:<14} {r['model']:<6} {'':8} {'':10} {'':6} {'':7} {r['samples_per_s']:10.1f} {r['stall_fraction']:6.1%}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
