@@ -20,6 +20,7 @@ composite exchange; training runs data-parallel (FSDP2) until then.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,9 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype | No
     """FSDP2: shard each block, then the root (embeddings, final layer). Gradients are reduced
     in fp32; `param_dtype` (e.g. bf16) is the all-gathered compute dtype, None keeps fp32."""
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    # The DiT returns views (the permuted velocity, slices of carried state); the trainer never
+    # modifies them in place, which is what FSDP2's per-call warning is about.
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     for block in model.blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
