@@ -259,6 +259,15 @@ def main() -> None:
     print(markdown(results))
 
 
+def _strict_json(results: dict) -> str:
+    """JSON with NaN written as null (a measurement that was not taken)."""
+    def fix(x):
+        if isinstance(x, dict):
+            return {k: fix(v) for k, v in x.items()}
+        return None if isinstance(x, float) and x != x else x
+    return json.dumps(fix(results), indent=1) + "\n"
+
+
 def write_results(results: dict, out: str, md: str) -> None:
     """Write the JSON (with the issue's summary once the T=121, S=900 case exists) and the table."""
     if SUMMARY_CASE in results["cases"]:
@@ -278,7 +287,7 @@ def write_results(results: dict, out: str, md: str) -> None:
             "scan_fraction_fwd": tr["scan_fraction_fwd"],
             "device": results["device"],
         }
-    Path(out).write_text(json.dumps(results, indent=1))
+    Path(out).write_text(_strict_json(results))
     Path(md).write_text(markdown(results))
 
 
