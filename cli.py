@@ -24,12 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
     from wmkit.datasets import cli as datasets_cli
     from wmkit.manifests import cli as manifests_cli
     from wmkit.model import cli as model_cli
+    from wmkit.train import cli as train_cli
 
     parser = argparse.ArgumentParser(prog="wmkit", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"wmkit {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     manifests_cli.register(verbs)
     datasets_cli.register(verbs)
+    train_cli.register(verbs)
     model_cli.register(verbs)
     demo.register(verbs)
     return parser
