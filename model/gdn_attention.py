@@ -97,6 +97,12 @@ def _gdn_inputs(q: torch.Tensor, k: torch.Tensor, S: int) -> tuple[torch.Tensor,
     return F.relu(q), F.relu(k) / math.sqrt(D * S)
 
 
+def _op_dtype(dtype: torch.dtype, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The op takes q, k, v and the rotated copies in one dtype; under autocast the norms and
+    UCPE return fp32 while the projections return bf16, so all follow the projection's."""
+    return [t.to(dtype).contiguous() for t in tensors]
+
+
 class GDNAttention(nn.Module):
     """Frame-wise GDN self-attention with the UCPE camera branch on [B, T, S, C] tokens."""
 
@@ -161,6 +167,7 @@ class GDNAttention(nn.Module):
         q, k_conv = _gdn_inputs(self.q_norm(q), self.k_norm(k_conv), S)
         q, k_conv, v = heads(q), heads(k_conv), heads(v)
         q_rot, k_rot = apply_rope(q, *pos.rope).contiguous(), apply_rope(k_conv, *pos.rope).contiguous()
+        q, k_conv, v, q_rot, k_rot = _op_dtype(v.dtype, q, k_conv, v, q_rot, k_rot)
         o, main = op(q, k_conv, v, beta, gamma, q_rot, k_rot, initial_state=state.main, return_final_state=True, **kw)
 
         qc, kc, vc = self.qkv_cam(x).chunk(3, -1)
@@ -170,7 +177,8 @@ class GDNAttention(nn.Module):
         half = D // 2
         qc_rot = torch.cat([pos.ucpe.query(qc)[..., :half], apply_rope(qc[..., half:], *pos.rope_half)], -1).contiguous()
         kc_rot = torch.cat([pos.ucpe.key(kc_conv)[..., :half], apply_rope(kc_conv[..., half:], *pos.rope_half)], -1).contiguous()
-        oc, cam = op(qc, kc_conv, pos.ucpe.key(vc).contiguous(), beta, gamma, qc_rot, kc_rot,
+        qc, kc_conv, vc_local, qc_rot, kc_rot = _op_dtype(vc.dtype, qc, kc_conv, pos.ucpe.key(vc), qc_rot, kc_rot)
+        oc, cam = op(qc, kc_conv, vc_local, beta, gamma, qc_rot, kc_rot,
                      initial_state=state.cam, return_final_state=True, **kw)
         oc = pos.ucpe.output(oc)
 

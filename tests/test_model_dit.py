@@ -57,6 +57,16 @@ def test_output_has_the_latent_shape(mode):
     assert torch.isfinite(out).all()
 
 
+def test_bf16_autocast_forward_and_backward_run():
+    # Under autocast the norms return fp32 and the projections bf16; the GDN op needs one dtype.
+    model, inputs = tiny_model(), clip_inputs(T_latent=5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = run(model, inputs, mode="chunk_causal")
+    out.float().square().mean().backward()
+    assert torch.isfinite(out).all()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
 def test_fresh_model_predicts_zero():
     model, inputs = tiny_model(wake_zero_inits=False), clip_inputs(T_latent=2)
     assert torch.equal(run(model, inputs), torch.zeros_like(inputs["latents"]))
