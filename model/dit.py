@@ -209,7 +209,8 @@ class GDNDiT(nn.Module):
         states = []
         for block, state in zip(self.blocks, cache.blocks):
             x, new_state = block(x, t_mod, y, text_mask, plucker, pos, (Hl, Wl), mode, sizes, chunks, state)
-            states.append(new_state)
+            if return_cache:  # in training, keeping 20 blocks' KV caches and histories costs tens of GB
+                states.append(new_state)
         shift, scale = (self.final_table + t_emb[:, :, None]).unbind(2)
         out = self.final(modulate(self.final_norm(x), shift, scale))
         out = out.reshape(B, T, Hl, Wl, -1).permute(0, 4, 1, 2, 3)

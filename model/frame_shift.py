@@ -44,7 +44,8 @@ def shift_frames(x: torch.Tensor, shift: int, history: torch.Tensor, chunks: tor
 def new_history(x: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
     """The last history.shape[1] frames of history followed by x (the next call's history)."""
     P = history.shape[1]
-    return torch.cat([history, x], 1)[:, -P:] if P else history
+    # clone: a slice would keep the whole concatenation (every frame of x) alive in the cache.
+    return torch.cat([history, x], 1)[:, -P:].clone() if P else history
 
 
 def empty_history(x: torch.Tensor, frames: int) -> torch.Tensor:
