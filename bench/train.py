@@ -97,14 +97,15 @@ def _clip_cameras(B: int, frames: int, image_hw: tuple[int, int]) -> tuple[torch
 
 
 def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torch.device, steps: int,
-               warmup: int) -> dict:
-    """Time full training steps (forward, backward, AdamW) of one clip with AC on one device."""
+               warmup: int, optimizer: bool = True) -> dict:
+    """Time training steps of one clip with AC on one device: forward, backward, grad clip and,
+    with `optimizer`, AdamW (whose fp32 states, 8 bytes a parameter, FSDP shards over ranks)."""
     cfg = preset(model_name)
     torch.manual_seed(0)
     model = GDNDiT(cfg).to(device)
     params = sum(p.numel() for p in model.parameters())
     parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=False, fsdp=False)
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-5) if optimizer else None
     g = torch.Generator(device=device).manual_seed(0)
     Hl, Wl = grid
     image_hw = (32 * Hl, 32 * Wl)
@@ -120,8 +121,9 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
             loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        optim.step()
-        optim.zero_grad(set_to_none=True)
+        if optim is not None:
+            optim.step()
+        model.zero_grad(set_to_none=True)
         return loss.item()
 
     with autocast:  # the gate: finite loss and gradients at the timed shape
@@ -130,7 +132,7 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     bad = [n for n, p in model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
     if not torch.isfinite(loss) or bad:
         raise RuntimeError(f"bench_step {model_name}: non-finite loss {loss.item()} or gradients in {bad[:5]}")
-    optim.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     for _ in range(warmup):
         step()
     if device.type == "cuda":
@@ -145,7 +147,8 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     step_s = statistics.median(times)
     flops = model_flops(cfg, params, frames, Hl * Wl)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-    return {"model": model_name, "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
+    return {"model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
+            "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
             "tokens": frames * Hl * Wl, "step_s": step_s, "step_times_s": times,
             "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
             "mfu": flops / (step_s * H100_BF16_DENSE_FLOPS), "peak_mem_gb": peak,
@@ -191,22 +194,23 @@ def bench_loader(model_name: str, frames: int, grid: tuple[int, int], steps: int
             "samples_per_s": sum(batch_size for _ in timed) / total, "stall_fraction": wait / total}
 
 
-def _step_case(frames: int, queue) -> None:
+def _step_case(frames: int, optimizer: bool, queue) -> None:
     device = torch.device("cuda")
     try:
-        queue.put(bench_step("2.6b", frames, (22, 40), device, steps=5, warmup=2))
+        queue.put(bench_step("2.6b", frames, (22, 40), device, steps=3, warmup=1, optimizer=optimizer))
     except torch.OutOfMemoryError as err:
-        queue.put({"model": "2.6b", "latent_frames": frames, "error": f"out of memory: {str(err).splitlines()[0]}",
-                   "step_s": float("nan"), "tokens_per_s": float("nan"), "mfu": None,
+        queue.put({"model": "2.6b", "latent_frames": frames, "optimizer": "AdamW" if optimizer else "none",
+                   "error": f"out of memory: {str(err).splitlines()[0]}", "step_s": float("nan"),
+                   "tokens_per_s": float("nan"), "mfu": None,
                    "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9})
 
 
-def bench_step_or_oom(frames: int) -> dict:
+def bench_step_or_oom(frames: int, optimizer: bool) -> dict:
     """`bench_step` of the 2.6b preset on `frames` latent frames of 720p in a fresh process (so
     one case's memory never leaks into the next); an out-of-memory is recorded with its peak."""
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_step_case, args=(frames, queue))
+    proc = ctx.Process(target=_step_case, args=(frames, optimizer, queue))
     proc.start()
     result = queue.get(timeout=480)
     proc.join()
@@ -226,17 +230,22 @@ def main() -> None:
     else:
         loaders = {"loader_tiny": bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4),
                    "loader_small": bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4)}
-        # 121 latent frames is the 61-s clip of the issue; 61 (a 30-s clip) is measured too so
-        # that a step time and MFU exist when the full clip does not fit on one GPU.
-        steps_2p6b = {f"step_2p6b_{frames}f": bench_step_or_oom(frames) for frames in (121, 61)}
-        big = steps_2p6b["step_2p6b_121f"]
+        # 121 latent frames is the 61-s clip of the issue. One H100 cannot hold 2.6 B parameters'
+        # fp32 weights, grads and unsharded AdamW states (42 GB) plus this clip's activations, so
+        # forward+backward without the optimizer is timed too (the step's compute, for MFU), and
+        # a 30-s clip (61 latent frames).
+        steps_2p6b = {"step_2p6b_121f_adamw": bench_step_or_oom(121, True),
+                      "step_2p6b_121f_fwdbwd": bench_step_or_oom(121, False),
+                      "step_2p6b_61f_fwdbwd": bench_step_or_oom(61, False)}
+        big = steps_2p6b["step_2p6b_121f_adamw"]
+        compute = steps_2p6b["step_2p6b_121f_fwdbwd"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     results = {
         "device": name, "torch": torch.__version__, "smoke": args.smoke, "matmul_tflops": matmul_tflops(device),
         "cases": {**({"step_2p6b": big} if args.smoke else steps_2p6b), **loaders},
         "summary": {"mfu_2p6b": big["mfu"], "peak_mem_gb_2p6b": big["peak_mem_gb"],
-                    **({} if args.smoke else {"mfu_2p6b_61f": steps_2p6b["step_2p6b_61f"]["mfu"],
-                                              "peak_mem_gb_2p6b_61f": steps_2p6b["step_2p6b_61f"]["peak_mem_gb"]}),
+                    **({} if args.smoke else {"mfu_2p6b_fwdbwd": compute["mfu"],
+                                              "peak_mem_gb_2p6b_fwdbwd": compute["peak_mem_gb"]}),
                     "loader_stall_fraction": max(c["stall_fraction"] for c in loaders.values()), "device": name},
     }
     out = Path(args.out)
