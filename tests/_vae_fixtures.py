@@ -1,41 +1,13 @@
-"""A tiny random LTX video VAE (and a tiny BERT caption encoder) saved in the real on-disk
-layouts, for the VAE, latent-shard and generate tests.
-
-Its strides match the real VAE (8 in time, 32 in space: patch 4 × three 2× stages), its
-width does not (8 latent channels, 8-channel blocks, one layer per block), so it runs in
-milliseconds on CPU. latents_mean/std and scaling_factor are not the identity, so tests
-see the normalisation.
-"""
+"""Test inputs for the VAE, latent-shard and generate tests; the tiny random VAE and caption
+encoder themselves live in `wmkit.model.random_weights` (the demo uses them too)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-LATENT_CHANNELS = 8
+from wmkit.model.random_weights import LATENT_CHANNELS, save_tiny_text_encoder, save_tiny_vae  # noqa: F401
+
 FRAME_HW = (64, 96)  # pixels: a 2 × 3 latent grid at stride 32
-
-
-def save_tiny_vae(folder: Path, seed: int = 0, scaling_factor: float = 1.5) -> Path:
-    """Build a random `AutoencoderKLLTXVideo`, save it with `save_pretrained` to `folder`; return it."""
-    from diffusers import AutoencoderKLLTXVideo
-
-    torch.manual_seed(seed)
-    vae = AutoencoderKLLTXVideo(
-        latent_channels=LATENT_CHANNELS,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-        patch_size=4,
-        scaling_factor=scaling_factor,
-    )
-    with torch.no_grad():
-        vae.latents_mean.copy_(torch.linspace(-0.2, 0.2, LATENT_CHANNELS))
-        vae.latents_std.copy_(torch.linspace(0.5, 2.0, LATENT_CHANNELS))
-    vae.save_pretrained(folder)
-    return folder
 
 
 def moving_frames(num_frames: int, hw: tuple[int, int] = FRAME_HW, seed: int = 0) -> torch.Tensor:
@@ -47,25 +19,3 @@ def moving_frames(num_frames: int, hw: tuple[int, int] = FRAME_HW, seed: int = 0
     t = torch.arange(num_frames)[:, None, None, None]
     wave = torch.sin((xx[None, ..., None] + t) / 7.0 + yy[None, ..., None] / 11.0 + base * 6)
     return ((0.5 + 0.4 * wave) * 255).round().to(torch.uint8).expand(num_frames, H, W, 3).contiguous()
-
-
-CAPTION_WORDS = [
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
-    "a", "camera", "walks", "through", "the", "room", "tiny", "test", "clip",
-]
-
-
-def save_tiny_text_encoder(folder: Path, hidden: int = 32) -> Path:
-    """A random 1-layer BERT with its word-piece tokenizer, saved with `save_pretrained` to `folder`."""
-    import transformers
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(CAPTION_WORDS) + "\n")
-    config = transformers.BertConfig(vocab_size=len(CAPTION_WORDS), hidden_size=hidden, num_hidden_layers=1,
-                                     num_attention_heads=2, intermediate_size=2 * hidden,
-                                     max_position_embeddings=300)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(folder)
-    transformers.BertTokenizer(str(vocab)).save_pretrained(folder)
-    return folder

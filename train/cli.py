@@ -41,6 +41,19 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """Export a run's newest checkpoint as plain weight files."""
+    from .checkpoint import CheckpointError
+    from .export import export_model_weights
+
+    try:
+        print(export_model_weights(args.run_dir, args.out, use_ema=not args.raw))
+    except (OSError, ValueError, CheckpointError) as err:
+        print(f"wmkit train export: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def run_plot(args: argparse.Namespace) -> int:
     """Write the loss-curve PNG of a run."""
     from .plot import plot_loss
@@ -80,6 +93,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     plot.add_argument("run_dir", metavar="RUN", help="run directory")
     plot.add_argument("--png", help="output path (default RUN/loss.png)")
     plot.set_defaults(run=run_plot)
+
+    export = sub.add_parser("export", help="newest checkpoint -> model.safetensors + model.json for wmkit generate")
+    export.add_argument("run_dir", metavar="RUN", help="run directory")
+    export.add_argument("--out", required=True, help="output .safetensors path (its .json config is written beside)")
+    export.add_argument("--raw", action="store_true", help="export the trained weights instead of the EMA weights")
+    export.set_defaults(run=run_export)
 
     enc = sub.add_parser("encode-latents", help="video shards -> latent shards (latents.safetensors per clip)")
     enc.add_argument("--shards", required=True, help="input video shard directory")

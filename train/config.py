@@ -33,6 +33,8 @@ class TrainConfig:
     # --- model ---------------------------------------------------------------------
     model: str = "tiny"
     """DiT preset name (`wmkit.model.PRESETS`: tiny, small, 2.6b)."""
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    """`DiTConfig` fields replaced on the preset, e.g. {"latent_channels": 8} for a small VAE."""
     mode: Mode = "bidirectional"
     """Attention mode trained: "bidirectional" or "chunk_causal"."""
     # --- data ----------------------------------------------------------------------
@@ -144,7 +146,7 @@ class TrainConfig:
     @property
     def dit(self) -> DiTConfig:
         """The model's configuration."""
-        return preset(self.model)
+        return preset(self.model, **self.model_overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
