@@ -10,8 +10,12 @@ Stages (each is the library function the real CLI verb calls)::
     3 shards    wmkit shards ingest -> webdataset tars + index.parquet + status.parquet
     4 verify    wmkit shards verify, then stream the shards back and compare the
                 cameras with the ground truth the clips were rendered from
+    5 train     (with the `text` and `vae` extras) save a random-weight LTX VAE and caption
+                encoder in their real layouts, wmkit train encode-latents, train the tiny
+                GDN DiT for a few steps, wmkit train export, wmkit generate a clip from
+                clip 0's first frame and cameras
 
-Later issues add annotation, rendering and training stages here.
+Later issues add annotation and rendering stages here.
 
 Usage::
 
@@ -34,6 +38,7 @@ DEMO_CLIPS = 4
 DEMO_FRAMES = 33  # 33 frames @ 8 fps: a 4-s clip, long enough for key poses every 4th frame
 DEMO_SIZE = (160, 96)
 DEMO_FPS = 8.0
+DEMO_TRAIN_STEPS = 30
 KEY_POSE_STRIDE = 4  # SpatialVID stores poses on a subset of frames; the reader interpolates the rest
 
 
@@ -79,6 +84,67 @@ def camera_errors(stored: Cameras, truth: Cameras) -> tuple[float, float, float]
     return float(pos), float(rot), float(focal)
 
 
+def train_and_generate(out: Path, truth: dict[str, Cameras]) -> dict | str:
+    """Stage 5: latents -> a few training steps -> export -> one generated clip; a summary dict,
+    or the reason it was skipped (the optional `text`/`vae` extras are not installed)."""
+    import importlib.util
+
+    missing = [m for m in ("transformers", "diffusers") if importlib.util.find_spec(m) is None]
+    if missing:
+        reason = f"skipped: {', '.join(missing)} not installed (pip install 'wmkit[text,vae]')"
+        print(f"[5/5] train: {reason}")
+        return reason
+    import warnings
+
+    import diffusers
+    import torch
+    import transformers
+    from PIL import Image
+
+    from wmkit.model.generate import GenerateConfig, generate
+    from wmkit.model.random_weights import LATENT_CHANNELS, save_tiny_text_encoder, save_tiny_vae
+    from wmkit.train.config import run_preset
+    from wmkit.train.export import export_model_weights
+    from wmkit.train.latents import encode_latent_shards
+    from wmkit.train.trainer import train
+
+    print(f"[5/5] train: random-weight VAE and caption encoder in {out / 'models'} (no weights are downloaded)")
+    for library in (transformers, diffusers):  # their per-load progress bars and hints drown the demo's lines
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled")  # one process: expected
+    vae, text = save_tiny_vae(out / "models/vae"), save_tiny_text_encoder(out / "models/text")
+    status = encode_latent_shards(out / "shards", out / "latents", vae, text_encoder=text, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is several times faster than two here
+    try:
+        cfg = run_preset("tiny_cpu", shards=str(out / "latents"), out=str(out / "run"), steps=DEMO_TRAIN_STEPS,
+                         ckpt_every=DEMO_TRAIN_STEPS, progress=False, model_overrides={"latent_channels": LATENT_CHANNELS})
+        rows = train(cfg)
+        weights = export_model_weights(out / "run", out / "run/model.safetensors")
+        first = next(iter(truth))
+        Image.fromarray(_first_frame(out / "source", first)).save(out / "first_frame.png")
+        truth[first].save(str(out / "cameras_clip0.npz"))
+        video = generate(weights, vae, text, out / "first_frame.png", out / "cameras_clip0.npz",
+                         "a camera walks through the room", out / "generated.mp4", GenerateConfig(steps=4), device="cpu")
+    finally:
+        torch.set_num_threads(threads)
+    losses = [r["loss"] for r in rows]  # empty when the run had already finished (a second demo run)
+    first5, last5 = (round(sum(x) / len(x), 4) if x else None for x in (losses[:5], losses[-5:]))
+    done = int((status["status"] == "done").sum())
+    print(f"  latents: {done} clips; trained {len(rows)} steps (loss {first5} first 5 -> {last5} last 5); "
+          f"wrote {video}")
+    return {"latent_clips": done, "steps": len(rows), "loss_first5": first5, "loss_last5": last5,
+            "generated": str(video)}
+
+
+def _first_frame(source: Path, clip_id: str) -> np.ndarray:
+    """The first frame of a demo clip as uint8 (H, W, 3)."""
+    from wmkit.datasets.video import decode_clip
+
+    return decode_clip(source / "videos/group_0001" / f"{clip_id}.mp4", end_s=1.0 / DEMO_FPS)[0]
+
+
 def run_demo(out: Path) -> dict:
     """Run every stage under ``out``; return the summary printed by the CLI."""
     from wmkit.datasets.ingest import ingest_manifest, status_summary
@@ -91,21 +157,21 @@ def run_demo(out: Path) -> dict:
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/4] source: rendering {DEMO_CLIPS} synthetic clips as a SpatialVID-HQ release in {out / 'source'}")
+    print(f"[1/5] source: rendering {DEMO_CLIPS} synthetic clips as a SpatialVID-HQ release in {out / 'source'}")
     truth = write_synthetic_spatialvid(out / "source")
 
-    print("[2/4] manifest: build, split, stats")
+    print("[2/5] manifest: build, split, stats")
     manifest = split_manifest(build_manifest("spatialvid", out / "source"), val_fraction=0.25)
     write_manifest(manifest, out / "manifest.parquet")
     stats = manifest_stats(manifest)
     print(format_table(stats))
     plot_stats(stats, out / "manifest_stats.png")
 
-    print(f"[3/4] shards: ingest into {out / 'shards'}")
+    print(f"[3/5] shards: ingest into {out / 'shards'}")
     status = ingest_manifest(out / "manifest.parquet", out / "shards", max_count=2, progress=False)
     print(status_summary(status))
 
-    print("[4/4] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
+    print("[4/5] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
     report = verify_shards(out / "shards", check_video=True)
     print(report.summary())
     print(shard_stats(out / "shards").to_string())
@@ -114,7 +180,8 @@ def run_demo(out: Path) -> dict:
     for sample in ShardDataset(str(out / "shards"), decode="frames", verify=True):
         frames_seen += len(sample.frames)
         worst = np.maximum(worst, camera_errors(sample.sample.cameras, truth[sample.key]))
-    summary = {
+    summary = {"train": train_and_generate(out, truth)}
+    summary.update({
         "clips": DEMO_CLIPS,
         "done": int((status["status"] == "done").sum()),
         "failed": int((status["status"] == "failed").sum()),
@@ -125,7 +192,7 @@ def run_demo(out: Path) -> dict:
         "max_focal_error_px": round(float(worst[2]), 3),
         "seconds": round(time.perf_counter() - start, 1),
         "out": str(out),
-    }
+    })
     print("summary: " + json.dumps(summary))
     return summary
 
