@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from _model_fixtures import single_thread  # noqa: F401 (fixture)
 from _train_fixtures import clip_sample, write_shards
 from wmkit.cli import main
 from wmkit.model.generate import load_model_weights
@@ -15,13 +16,6 @@ from wmkit.train.config import run_preset
 from wmkit.train.export import export_model_weights
 from wmkit.train.trainer import train
 
-
-@pytest.fixture
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_export_writes_ema_and_raw_weights_that_load(tmp_path, single_thread):

@@ -9,20 +9,15 @@ import json
 import pytest
 import torch
 
+from _model_fixtures import single_thread  # noqa: F401 (fixture)
 from _train_fixtures import clip_sample, write_shards
+from wmkit.model.random_weights import save_tiny_text_encoder
 from wmkit.train import cli
 from wmkit.train.config import TrainConfig, apply_overrides, run_preset
 from wmkit.train.trainer import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
-
-@pytest.fixture
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_tiny_model_learns_camera_motion_clips(tmp_path, single_thread):
@@ -41,21 +36,10 @@ def test_tiny_model_learns_camera_motion_clips(tmp_path, single_thread):
     assert train(cfg) == []
 
 
-def _bert(folder):
-    transformers = pytest.importorskip("transformers")
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "room", "walk", "0", "1", "2"]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    config = transformers.BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=16)
-    torch.manual_seed(0)
-    transformers.BertModel(config).save_pretrained(folder / "enc")
-    transformers.BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder / "enc")
-    return folder / "enc"
-
-
 def test_cli_trains_from_video_shards_and_plots(tmp_path, single_thread, capsys):
     shards = write_shards(tmp_path / "video", [clip_sample(i, latents=False) for i in range(3)])
-    encoder = _bert(tmp_path)
+    pytest.importorskip("transformers")
+    encoder = save_tiny_text_encoder(tmp_path / "enc")
     parser = argparse.ArgumentParser(prog="wmkit")
     cli.register(parser.add_subparsers(dest="verb"))
     run = tmp_path / "run"
