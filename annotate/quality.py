@@ -10,7 +10,7 @@ Measures (units in the names):
 - ``reproj_error_px``: the bundle adjustment's robust reprojection error.
 - ``residual_median_px``: median reprojection residual of every track
   observation, recomputed here from the BA cameras and points.
-- ``dynamic_fraction``: share of track observations whose residual exceeds
+- ``dynamic_fraction``: share of reconstructed track observations whose residual exceeds
   ``dynamic_px`` (8 px: several times the Huber width, so it counts features
   that move against the static scene — people, cars, bad matches — rather
   than noise).
@@ -65,21 +65,18 @@ def reprojection_residuals(c2w: np.ndarray, K: np.ndarray, points: np.ndarray, t
     Args:
         c2w: (T, 4, 4) camera-to-world, OpenCV axes.
         K: (T, 3, 3) intrinsics in pixels.
-        points: (P, 3) world points, indexed by ``tracks.point``.
+        points: (P, 3) world points, indexed by ``tracks.point``; NaN rows for points the BA did not reconstruct.
         tracks: observations ``frame`` (N,), ``point`` (N,), ``uv`` (N, 2) pixels.
 
     Returns:
-        (N,) float64 residuals in pixels; ``inf`` where the point is behind the camera.
+        (N,) float64 residuals in pixels; NaN for unreconstructed points, ``inf`` behind the camera.
     """
-    w2c = np.linalg.inv(c2w[tracks.frame])  # (N, 4, 4)
-    X = points[tracks.point]  # (N, 3)
-    cam = np.einsum("nij,nj->ni", w2c[:, :3, :3], X) + w2c[:, :3, 3]
+    w2c = np.linalg.inv(c2w)[tracks.frame]  # (N, 4, 4)
+    cam = np.einsum("nij,nj->ni", w2c[:, :3, :3], points[tracks.point]) + w2c[:, :3, 3]
     pix = np.einsum("nij,nj->ni", K[tracks.frame], cam)
-    z = cam[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
-        uv = pix[:, :2] / pix[:, 2:3]
-        res = np.linalg.norm(uv - tracks.uv, axis=1)
-    return np.where(z > 1e-9, res, np.inf)
+        res = np.linalg.norm(pix[:, :2] / pix[:, 2:3] - tracks.uv, axis=1)
+    return np.where(cam[:, 2] > 1e-9, res, np.where(np.isnan(cam[:, 2]), np.nan, np.inf))
 
 
 def _motion(c2w: np.ndarray) -> tuple[float, float]:
@@ -107,17 +104,18 @@ def quality_metrics(
     translation_m, rotation_deg = _motion(result.c2w)
     depth, conf = fused.depth, fused.conf
     invalid = ~np.isfinite(depth) | (depth <= 0) | (conf < min_conf)
-    finite = residuals[np.isfinite(residuals)]
+    reconstructed = residuals[~np.isnan(residuals)]
+    finite = reconstructed[np.isfinite(reconstructed)]
     return {
         "reproj_error_px": float(result.reproj_error_px),
         "residual_median_px": float(np.median(finite)) if finite.size else float("nan"),
-        "dynamic_fraction": float((residuals > dynamic_px).mean()) if residuals.size else 0.0,
+        "dynamic_fraction": float((reconstructed > dynamic_px).mean()) if reconstructed.size else 0.0,
         "scale_confidence": float(fused.scale_confidence),
         "motion_translation_m": translation_m,
         "motion_rotation_deg": rotation_deg,
         "invalid_pixel_fraction": float(invalid.mean()),
         "num_tracks": int(tracks.num_points),
-        "num_observations": int(len(tracks.frame)),
+        "num_observations": int(reconstructed.size),
     }
 
 

@@ -102,3 +102,12 @@ def test_a_pan_without_translation_is_not_static():
 def test_thresholds_reject_impossible_values(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         QualityThresholds(**bad)
+
+
+def test_unreconstructed_points_are_left_out_of_the_measures():
+    result, fused, tracks = _scene()
+    result.points[:10] = np.nan  # the BA dropped 10 of 40 tracks
+    res = reprojection_residuals(result.c2w, result.K, result.points, tracks)
+    assert np.isnan(res[tracks.point < 10]).all()
+    m = quality_metrics(result, fused, tracks)
+    assert m["num_observations"] == T * 30 and m["dynamic_fraction"] == 0.0
