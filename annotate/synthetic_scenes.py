@@ -91,7 +91,6 @@ class _Scene:
 
     raycaster: o3d.t.geometry.RaycastingScene
     textures: list[_Texture]
-    room_half_m: np.ndarray  # (3,) half extents X, Y, Z of the room
 
 
 @dataclass(frozen=True)
@@ -168,14 +167,18 @@ def _loop_distance(loop: _Loop, xz: np.ndarray) -> float:
 
 
 def _build_scene(rng: np.random.Generator, loop: _Loop, room_half: np.ndarray) -> _Scene:
-    """Room + 3-5 boxes, 2-3 pillars and 2-4 spheres, each at least ``_CLEARANCE_M`` from the loop."""
+    """The room (half extents ``room_half`` (3,) metres) with 3-5 boxes, 2-3 pillars and 2-4 spheres.
+
+    Objects are rejection-sampled so that each stays ``_CLEARANCE_M`` away from the camera loop.
+    """
     raycaster = o3d.t.geometry.RaycastingScene()
     textures = []
     for wall in _room_walls(room_half):
         _add(raycaster, wall)
         textures.append(_random_texture(rng))
     X, Y, Z = room_half
-    kinds = ["box"] * int(rng.integers(3, 6)) + ["pillar"] * int(rng.integers(2, 4)) + ["sphere"] * int(rng.integers(2, 5))
+    counts = {"box": rng.integers(3, 6), "pillar": rng.integers(2, 4), "sphere": rng.integers(2, 5)}
+    kinds = [kind for kind, count in counts.items() for _ in range(count)]
     for kind in kinds:
         for _ in range(200):  # rejection sampling; the room always has space for these sizes
             if kind == "box":
@@ -203,7 +206,7 @@ def _build_scene(rng: np.random.Generator, loop: _Loop, room_half: np.ndarray) -
             mesh.translate([xz[0], rng.uniform(-0.5 * Y, Y - radius), xz[1]])
         _add(raycaster, mesh)
         textures.append(_random_texture(rng))
-    return _Scene(raycaster=raycaster, textures=textures, room_half_m=room_half)
+    return _Scene(raycaster=raycaster, textures=textures)
 
 
 def _rotation_yaw_pitch_roll(yaw: np.ndarray, pitch: np.ndarray, roll: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ def test_depth_and_cameras_reproject_between_frames(zoom_clip):
     # Into the last frame (moved, turned and zoomed): where a point lands inside, its depth agrees
     # with the rendered depth there except at occlusions and silhouette edges.
     uv_last, z_last = _project(points, cams.c2w[-1], cams.K[-1])
-    inside = (z_last > 0) & (uv_last[:, 0] > 1) & (uv_last[:, 0] < W - 1) & (uv_last[:, 1] > 1) & (uv_last[:, 1] < H - 1)
+    inside = (z_last > 0) & (uv_last > 1).all(axis=1) & (uv_last[:, 0] < W - 1) & (uv_last[:, 1] < H - 1)
     assert inside.sum() > 100
     ui, vi = np.floor(uv_last[inside]).astype(int).T
     rel = np.abs(depth[-1][vi, ui] - z_last[inside]) / z_last[inside]
