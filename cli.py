@@ -21,6 +21,7 @@ from wmkit import __version__
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every folder's verb registered."""
     from wmkit import demo
+    from wmkit.annotate import eval_cli
     from wmkit.datasets import cli as datasets_cli
     from wmkit.manifests import cli as manifests_cli
     from wmkit.model import cli as model_cli
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     datasets_cli.register(verbs)
     train_cli.register(verbs)
     model_cli.register(verbs)
+    eval_cli.register(verbs)
     demo.register(verbs)
     return parser
 
