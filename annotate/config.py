@@ -49,9 +49,10 @@ class AnnotateConfig:
     match_window: int = 3  # each frame is matched with this many following frames
     fusion: FusionConfig = field(default_factory=FusionConfig)
     ba: BAConfig = field(default_factory=BAConfig)
-    # A clip that neither moves 5 cm nor turns 2 degrees is a still shot: useless
-    # for camera-conditioned training, and its depth cannot be checked by parallax.
-    quality: QualityThresholds = field(default_factory=lambda: QualityThresholds(min_motion_m=0.05, min_motion_deg=2.0))
+    # A clip whose camera neither gets 10 cm from where it started nor turns 2 degrees
+    # is a still shot: useless for camera-conditioned training, and without parallax
+    # to check its depth. 10 cm stays clear of the few cm a BA drifts on a tripod shot.
+    quality: QualityThresholds = field(default_factory=lambda: QualityThresholds(min_motion_m=0.1, min_motion_deg=2.0))
     # "reject": a clip below the thresholds becomes a failed status row (stage "quality")
     # and is not written; "flag": it is written with json quality.passed = false.
     quality_policy: Literal["reject", "flag"] = "reject"

@@ -15,7 +15,8 @@ Measures (units in the names):
   that move against the static scene — people, cars, bad matches — rather
   than noise).
 - ``scale_confidence``: the fusion's confidence in the metric scale, [0, 1].
-- ``motion_translation_m``: path length of the camera centres (metres).
+- ``motion_translation_m``: farthest camera centre from the first one (metres).
+- ``motion_path_m``: path length of the camera centres (metres; includes pose noise).
 - ``motion_rotation_deg``: largest rotation of any frame from the first one.
 - ``invalid_pixel_fraction``: share of depth pixels that are non-finite,
   non-positive or below ``min_conf``.
@@ -79,13 +80,18 @@ def reprojection_residuals(c2w: np.ndarray, K: np.ndarray, points: np.ndarray, t
     return np.where(cam[:, 2] > 1e-9, res, np.where(np.isnan(cam[:, 2]), np.nan, np.inf))
 
 
-def _motion(c2w: np.ndarray) -> tuple[float, float]:
-    """(path length of the camera centres in world units, largest rotation from frame 0 in degrees)."""
+def _motion(c2w: np.ndarray) -> tuple[float, float, float]:
+    """(farthest camera centre from frame 0, path length of the centres, largest rotation from frame 0 in degrees).
+
+    The farthest distance, not the path length, decides whether a clip is
+    static: the path length sums per-frame pose noise and grows on a tripod.
+    """
     centres = c2w[:, :3, 3]
+    extent = float(np.linalg.norm(centres - centres[0], axis=1).max())
     path = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
     relative = np.swapaxes(c2w[:1, :3, :3], 1, 2) @ c2w[:, :3, :3]
     angle = float(np.degrees(Rotation.from_matrix(relative).magnitude()).max())
-    return path, angle
+    return extent, path, angle
 
 
 def quality_metrics(
@@ -101,7 +107,7 @@ def quality_metrics(
         dynamic_px: residual in pixels above which an observation counts as dynamic.
     """
     residuals = reprojection_residuals(result.c2w, result.K, result.points, tracks)
-    translation_m, rotation_deg = _motion(result.c2w)
+    translation_m, path_m, rotation_deg = _motion(result.c2w)
     depth, conf = fused.depth, fused.conf
     invalid = ~np.isfinite(depth) | (depth <= 0) | (conf < min_conf)
     reconstructed = residuals[~np.isnan(residuals)]
@@ -112,6 +118,7 @@ def quality_metrics(
         "dynamic_fraction": float((reconstructed > dynamic_px).mean()) if reconstructed.size else 0.0,
         "scale_confidence": float(fused.scale_confidence),
         "motion_translation_m": translation_m,
+        "motion_path_m": path_m,
         "motion_rotation_deg": rotation_deg,
         "invalid_pixel_fraction": float(invalid.mean()),
         "num_tracks": int(tracks.num_points),

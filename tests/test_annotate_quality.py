@@ -57,7 +57,7 @@ def test_metrics_measure_motion_invalid_pixels_and_dynamic_observations():
     moved = tracks.point < 4  # 4 points move 20 px in every frame (a walking person)
     tracks.uv[moved] += 20.0
     m = quality_metrics(result, fused, tracks, min_conf=0.2)
-    assert m["motion_translation_m"] == pytest.approx(0.5)  # 5 steps of 0.1 m
+    assert m["motion_translation_m"] == pytest.approx(0.5) and m["motion_path_m"] == pytest.approx(0.5)  # 5 x 0.1 m
     assert m["motion_rotation_deg"] == pytest.approx(5.0)
     assert m["invalid_pixel_fraction"] == pytest.approx((2 + 4) / (8 * T))
     assert m["dynamic_fraction"] == pytest.approx(4 / P)
@@ -90,6 +90,14 @@ def test_each_threshold_names_its_reason(change, thresholds, words):
     m = {**quality_metrics(*_scene()), **change}
     reasons = quality_failures(m, thresholds)
     assert len(reasons) == 1 and reasons[0].startswith(words), reasons
+
+
+def test_pose_noise_on_a_tripod_adds_path_length_but_not_translation():
+    result, fused, tracks = _scene(step_m=0.0, yaw_deg_per_frame=0.0)
+    result.c2w[1::2, 0, 3] = 0.03  # the centre jitters by 3 cm every other frame
+    m = quality_metrics(result, fused, tracks)
+    assert m["motion_path_m"] == pytest.approx(0.15) and m["motion_translation_m"] == pytest.approx(0.03)
+    assert quality_failures(m, QualityThresholds(min_motion_m=0.1, min_motion_deg=2.0))[0].startswith("static camera")
 
 
 def test_a_pan_without_translation_is_not_static():
