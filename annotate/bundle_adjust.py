@@ -1,0 +1,404 @@
+"""Bundle adjustment in torch (DESIGN §4): Levenberg–Marquardt with a Schur complement, in windows.
+
+Unknowns per frame: pose (w2c rotation by a left axis-angle increment, and
+translation) and intrinsics fx, fy, cx, cy (one set per frame, or one shared
+set when ``per_frame_intrinsics`` is False -- the VIPE setting); per track a
+3D point, initialised by back-projecting the fused metric depth at the track's
+first observation in the window. Cost (residuals in :mod:`ba_problem`)::
+
+    sum_obs huber(|r_px|) + sum_obs huber(|r_d|) + |A f - B f_prior|^2
+
+Gauge: the first frame's pose is held fixed and the depth prior fixes the
+scale (with ``depth_prior_weight = 0`` the scale is left to LM's damping).
+
+Each LM step builds the normal equations blockwise -- U (cameras, dense),
+V (points, 3x3 blocks), W (camera x point) -- eliminates the points with the
+Schur complement ``S = U - W V^-1 W^T`` (the 3x3 blocks inverted in one
+batch), solves the reduced camera system by Cholesky and back-substitutes the
+point steps.
+
+Windows keep memory flat in video length::
+
+    frames   0 ............ 63
+                       48 ............ 111
+                                  96 ............ 159
+             |-window-|           overlap frames 48..63 held fixed in window 2
+
+A window optimises its frames; its first ``overlap`` frames are held at the
+previous window's result (pose and intrinsics), which ties the windows into
+one trajectory in one scale. Only a window's observations and points are
+ever materialised.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from wmkit.annotate.ba_problem import (
+    huber_cost,
+    huber_weights,
+    intrinsics_prior_matrix,
+    observation_jacobians,
+    observation_residuals,
+    so3_exp,
+)
+from wmkit.annotate.fusion import FusedGeometry
+from wmkit.annotate.tracks import Tracks
+from wmkit.annotate.types import AnnotateError
+
+__all__ = ["BAConfig", "BAResult", "bundle_adjust", "reprojection_error", "window_spans"]
+
+
+@dataclass(frozen=True)
+class BAConfig:
+    """Knobs of :func:`bundle_adjust`; weights are per unitless relative error (see ba_problem)."""
+
+    per_frame_intrinsics: bool = True  # False: one fx, fy, cx, cy per window (VIPE's one K per video)
+    # Weights are 1 / sigma of each prior's relative error, pixel residuals being O(1 px):
+    # a zoom is smooth, so a 1 % second difference of fx, fy, cx or cy costs like a 1 px residual
+    smooth_weight: float = 100.0
+    # the backend's K is often biased by several % (single-image focal estimation), so the prior
+    # is weak (sigma 50 %): it only settles what the images leave open; stronger kept the bias in tests
+    k_prior_weight: float = 2.0
+    # fused depth is consistent to a few % after fusion (sigma ~3 %); it fixes the metric scale
+    depth_prior_weight: float = 30.0
+    huber_px: float = 2.0  # reprojection residuals beyond this are down-weighted (mismatched tracks)
+    # fused depth off by more than this (relative) is down-weighted: depth edges, thin structures
+    huber_depth: float = 0.1
+    window: int = 64  # frames per window
+    overlap: int = 16  # frames shared with (and held fixed from) the previous window
+    iterations: int = 20  # LM iterations per window
+    device: str | None = None  # None: cuda when available
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise ValueError(f"BAConfig.window must be >= 2, got {self.window}")
+        if not 0 <= self.overlap < self.window:
+            raise ValueError(f"BAConfig.overlap must be in [0, window), got {self.overlap} (window {self.window})")
+        for name in ("smooth_weight", "k_prior_weight", "depth_prior_weight", "huber_px", "huber_depth"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"BAConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.iterations < 0:
+            raise ValueError(f"BAConfig.iterations must be >= 0, got {self.iterations}")
+
+
+@dataclass(frozen=True)
+class BAResult:
+    """Refined metric cameras and points of one clip."""
+
+    c2w: np.ndarray  # (T, 4, 4) float64 OpenCV camera-to-world, metres
+    K: np.ndarray  # (T, 3, 3) float64 pixels
+    points: np.ndarray  # (num_points, 3) float64 world points; NaN for tracks not reconstructed
+    reproj_error_px: float  # mean reprojection error over the observations of reconstructed points
+    stats: dict = field(default_factory=dict)
+
+
+def window_spans(num_frames: int, window: int, overlap: int) -> list[tuple[int, int]]:
+    """``[(start, end), ...]`` frame ranges of the windows; consecutive ones share ``overlap`` frames."""
+    spans, start = [], 0
+    while True:
+        end = min(start + window, num_frames)
+        spans.append((start, end))
+        if end == num_frames:
+            return spans
+        start = end - overlap
+
+
+@dataclass
+class _Window:
+    """One window's problem on the solver device; camera columns -1 mark fixed parameters."""
+
+    R: torch.Tensor  # (F, 3, 3) w2c rotations
+    t: torch.Tensor  # (F, 3) w2c translations
+    intr: torch.Tensor  # (F, 4) fx, fy, cx, cy
+    prior: torch.Tensor  # (F, 4) backend intrinsics
+    pose_col: torch.Tensor  # (F,) int64 first column of the frame's pose step, or -1
+    intr_col: torch.Tensor  # (F,) int64 first column of the frame's intrinsics, or -1
+    num_cols: int
+    frame: torch.Tensor  # (N,) int64 window-local frame of each observation
+    point: torch.Tensor  # (N,) int64 window-local point
+    uv: torch.Tensor  # (N, 2)
+    depth: torch.Tensor  # (N,) fused depth at the observation
+    depth_weight: torch.Tensor  # (N,)
+    X: torch.Tensor  # (M, 3)
+    prior_A: torch.Tensor  # (R, 4F)
+    prior_B: torch.Tensor  # (R, 4F)
+
+
+def _residuals(w: _Window, R, t, intr, X) -> torch.Tensor:
+    f = w.frame
+    return observation_residuals(intr[f], X[w.point], R[f], t[f], w.uv, w.depth, w.depth_weight)
+
+
+def _cost(w: _Window, R, t, intr, X, config: BAConfig) -> float:
+    r = _residuals(w, R, t, intr, X)
+    prior = w.prior_A @ intr.reshape(-1) - w.prior_B @ w.prior.reshape(-1)
+    reproj = huber_cost(r[:, :2].norm(dim=1), config.huber_px).sum()
+    depth = huber_cost(r[:, 2].abs(), w.depth_weight * config.huber_depth).sum()
+    return float(reproj + depth + (prior**2).sum())
+
+
+def _normal_equations(w: _Window, config: BAConfig):
+    """Gauss-Newton blocks: U (P, P), g_c (P,), V (M, 3, 3), g_p (M, 3), W (P, 3M); g = -J^T r."""
+    f, P, M = w.frame, w.num_cols, len(w.X)
+    r, j_pose, j_intr, j_point = observation_jacobians(
+        w.intr[f], w.X[w.point], w.R[f], w.t[f], w.uv, w.depth, w.depth_weight
+    )
+    sw = torch.ones_like(r)
+    sw[:, :2] = huber_weights(r[:, :2].norm(dim=1), config.huber_px).sqrt()[:, None]
+    sw[:, 2] = huber_weights(r[:, 2].abs(), w.depth_weight * config.huber_depth).sqrt()
+    r = r * sw
+    jc = torch.cat([j_pose, j_intr], dim=2) * sw[..., None]  # (N, 3, 10)
+    jp = j_point * sw[..., None]
+    dummy = P  # fixed parameters accumulate into a dropped extra row/column
+    pose_cols = torch.where(w.pose_col[f, None] >= 0, w.pose_col[f, None] + torch.arange(6, device=f.device), dummy)
+    intr_cols = torch.where(w.intr_col[f, None] >= 0, w.intr_col[f, None] + torch.arange(4, device=f.device), dummy)
+    cols = torch.cat([pose_cols, intr_cols], dim=1)  # (N, 10)
+
+    U = torch.zeros((P + 1) * (P + 1), dtype=r.dtype, device=r.device)
+    U.index_add_(0, (cols[:, :, None] * (P + 1) + cols[:, None, :]).reshape(-1), (jc.mT @ jc).reshape(-1))
+    g_c = torch.zeros(P + 1, dtype=r.dtype, device=r.device)
+    g_c.index_add_(0, cols.reshape(-1), -(jc.mT @ r[..., None]).reshape(-1))
+    V = torch.zeros(M, 3, 3, dtype=r.dtype, device=r.device).index_add_(0, w.point, jp.mT @ jp)
+    g_p = torch.zeros(M, 3, dtype=r.dtype, device=r.device).index_add_(0, w.point, -(jp.mT @ r[..., None])[..., 0])
+    W = torch.zeros((P + 1) * 3 * M, dtype=r.dtype, device=r.device)
+    point_cols = 3 * w.point[:, None, None] + torch.arange(3, device=f.device)
+    W.index_add_(0, (cols[:, :, None] * (3 * M) + point_cols).reshape(-1), (jc.mT @ jp).reshape(-1))
+    U = U.reshape(P + 1, P + 1)[:P, :P]
+    W = W.reshape(P + 1, 3 * M)[:P]
+    g_c = g_c[:P]
+
+    # the intrinsics priors are linear: J = A S with S mapping free columns to per-frame intrinsics
+    select = torch.zeros(4 * len(w.intr), P, dtype=r.dtype, device=r.device)
+    free = torch.nonzero(w.intr_col >= 0)[:, 0]
+    for c in range(4):
+        select[4 * free + c, w.intr_col[free] + c] = 1.0
+    j_prior = w.prior_A @ select
+    r_prior = w.prior_A @ w.intr.reshape(-1) - w.prior_B @ w.prior.reshape(-1)
+    U = U + j_prior.T @ j_prior
+    g_c = g_c - j_prior.T @ r_prior
+    return U, g_c, V, g_p, W
+
+
+def _solve_step(U, g_c, V, g_p, W, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """LM step (camera step (P,), point step (M, 3)) by the Schur complement over the points."""
+    P, M = len(U), len(V)
+    eye3 = torch.eye(3, dtype=V.dtype, device=V.device)
+    U_d = U + lam * torch.diag(U.diagonal() + 1e-9)
+    V_d = V + lam * (V.diagonal(dim1=1, dim2=2)[..., None] * eye3 + 1e-9 * eye3)
+    V_inv = torch.linalg.inv(V_d)  # (M, 3, 3), one batched call
+    WV = torch.einsum("pmi,mij->pmj", W.reshape(P, M, 3), V_inv).reshape(P, 3 * M)
+    S = U_d - WV @ W.T
+    rhs = g_c - WV @ g_p.reshape(-1)
+    L, info = torch.linalg.cholesky_ex(S)
+    if int(info) == 0:
+        d_c = torch.cholesky_solve(rhs[:, None], L)[:, 0]
+    else:  # indefinite in floating point (near-degenerate window): least squares still gives a step
+        d_c = torch.linalg.lstsq(S, rhs[:, None]).solution[:, 0]
+    d_p = torch.einsum("mij,mj->mi", V_inv, g_p - (W.T @ d_c).reshape(M, 3))
+    return d_c, d_p
+
+
+def _apply(w: _Window, d_c: torch.Tensor, d_p: torch.Tensor):
+    """Parameters after the step: poses by left increments, intrinsics and points additively."""
+    R, t, intr = w.R.clone(), w.t.clone(), w.intr.clone()
+    free = torch.nonzero(w.pose_col >= 0)[:, 0]
+    cols = w.pose_col[free, None] + torch.arange(6, device=d_c.device)
+    step = d_c[cols]  # (F_free, 6)
+    rot = so3_exp(step[:, :3])
+    R[free] = rot @ w.R[free]
+    t[free] = (rot @ w.t[free, :, None])[..., 0] + step[:, 3:]
+    free = torch.nonzero(w.intr_col >= 0)[:, 0]
+    intr[free] = intr[free] + d_c[w.intr_col[free, None] + torch.arange(4, device=d_c.device)]
+    return R, t, intr, w.X + d_p
+
+
+def _levenberg_marquardt(w: _Window, config: BAConfig) -> dict:
+    """Optimise ``w`` in place; returns the window's stats."""
+    cost = _cost(w, w.R, w.t, w.intr, w.X, config)
+    stats = {"initial_cost": cost, "iterations": 0, "accepted": 0, "working_bytes": 0}
+    lam = 1e-4
+    for _ in range(config.iterations):
+        stats["iterations"] += 1
+        U, g_c, V, g_p, W = _normal_equations(w, config)
+        # the Schur system and the dense camera-point block dominate a window's memory
+        stats["working_bytes"] = max(stats["working_bytes"], 2 * W.nbytes + 2 * U.nbytes + 2 * V.nbytes)
+        while lam < 1e12:
+            d_c, d_p = _solve_step(U, g_c, V, g_p, W, lam)
+            R, t, intr, X = _apply(w, d_c, d_p)
+            new_cost = _cost(w, R, t, intr, X, config)
+            if np.isfinite(new_cost) and new_cost <= cost:
+                w.R, w.t, w.intr, w.X = R, t, intr, X
+                stats["accepted"] += 1
+                lam = max(lam / 10, 1e-12)
+                break
+            lam *= 10
+        else:
+            break  # no step lowers the cost: at a minimum within floating point
+        converged = cost - new_cost <= 1e-12 * max(cost, 1e-30)
+        cost = new_cost
+        if converged:
+            break
+    stats["final_cost"] = cost
+    return stats
+
+
+def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
+    """Nearest-pixel values of ``image`` (T, H, W) at (frame, u, v) rows of ``uv`` (N, 3)."""
+    T, H, W = image.shape
+    col = np.clip(np.floor(uv[:, 1]).astype(np.int64), 0, W - 1)
+    row = np.clip(np.floor(uv[:, 2]).astype(np.int64), 0, H - 1)
+    return image[uv[:, 0].astype(np.int64), row, col]
+
+
+def _back_project(c2w: np.ndarray, intr: np.ndarray, uv: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """World points (N, 3) at z-depth ``depth`` (N,) along the rays of pixels ``uv`` (N, 2)."""
+    x = (uv[:, 0] - intr[:, 2]) / intr[:, 0]
+    y = (uv[:, 1] - intr[:, 3]) / intr[:, 1]
+    cam = np.stack([x, y, np.ones_like(x)], axis=1) * depth[:, None]
+    return np.einsum("nij,nj->ni", c2w[:, :3, :3], cam) + c2w[:, :3, 3]
+
+
+def _intrinsics(K: np.ndarray) -> np.ndarray:
+    return np.stack([K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2]], axis=1)
+
+
+def bundle_adjust(
+    tracks: Tracks, init: FusedGeometry, config: BAConfig = BAConfig(), *, clip_id: str = "clip"
+) -> BAResult:
+    """Refine poses, intrinsics and track points, starting from the fused metric geometry.
+
+    Args:
+        tracks: observations over ``T`` frames.
+        init: fused metric geometry (c2w, K (T, 3, 3), depth and conf (T, H, W)); its K is
+            also the prior of the intrinsics and its depth the depth prior.
+        config: solver knobs.
+        clip_id: names the clip in errors.
+
+    Returns:
+        :class:`BAResult`; ``stats`` has per-window iterations and costs, ``peak_window_bytes``
+        (largest normal-equation working set), ``num_windows``, ``num_observations``, ``device``, ``time_s``.
+
+    Raises:
+        AnnotateError: tracks and geometry disagree on the frame count, or no window has a
+        point seen twice.
+    """
+    started = time.perf_counter()
+    where = f"clip {clip_id!r}: bundle adjustment"
+    T = len(init.c2w)
+    if tracks.num_frames != T:
+        raise AnnotateError(f"{where}: tracks cover {tracks.num_frames} frames, geometry {T}")
+    device = torch.device(config.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dtype = torch.float64
+
+    c2w = np.array(init.c2w, dtype=np.float64, copy=True)
+    intr = _intrinsics(init.K)
+    prior = intr.copy()
+    focal_ref = float(np.mean(prior[:, :2]))
+    at = np.concatenate([tracks.frame[:, None], tracks.uv], axis=1)
+    obs_depth = _sample(init.depth, at).astype(np.float64)
+    obs_conf = _sample(init.conf, at).astype(np.float64)
+    obs_depth_weight = np.where(obs_depth > 0, config.depth_prior_weight * obs_conf, 0.0)
+    points = np.full((tracks.num_points, 3), np.nan)
+    windows = []
+
+    for start, end in window_spans(T, config.window, config.overlap):
+        F = end - start
+        held = 1 if start == 0 else config.overlap  # frames whose pose is held fixed
+        in_win = np.flatnonzero((tracks.frame >= start) & (tracks.frame < end))
+        pts, counts = np.unique(tracks.point[in_win], return_counts=True)
+        # a point needs two observations, one of them in a free frame, and a depth to start from
+        free_obs = np.zeros(len(pts), dtype=bool)
+        np.logical_or.at(free_obs, np.searchsorted(pts, tracks.point[in_win]), tracks.frame[in_win] >= start + held)
+        # per point: the earliest observation with a usable depth comes first
+        order = np.lexsort((tracks.frame[in_win], obs_depth[in_win] <= 0, tracks.point[in_win]))
+        first = in_win[order][np.r_[0, np.cumsum(counts)[:-1]]]
+        keep = (counts >= 2) & free_obs & (obs_depth[first] > 0)
+        pts, first = pts[keep], first[keep]
+        obs = in_win[np.isin(tracks.point[in_win], pts)]
+        if len(pts) == 0:
+            windows.append({"span": (start, end), "skipped": "no point seen twice"})
+            continue
+        f0 = tracks.frame[first]
+        X0 = _back_project(c2w[f0], intr[f0], tracks.uv[first], obs_depth[first])
+
+        pose_col = np.full(F, -1)
+        pose_col[held:] = 6 * np.arange(F - held)
+        intr_held = 0 if start == 0 else config.overlap
+        intr_col = np.full(F, -1)
+        if config.per_frame_intrinsics:
+            intr_col[intr_held:] = 6 * (F - held) + 4 * np.arange(F - intr_held)
+            num_cols = 6 * (F - held) + 4 * (F - intr_held)
+        else:
+            intr_col[intr_held:] = 6 * (F - held)
+            num_cols = 6 * (F - held) + 4
+        A, B = intrinsics_prior_matrix(
+            F, config.smooth_weight if config.per_frame_intrinsics else 0.0, config.k_prior_weight, focal_ref, dtype
+        )
+        if not config.per_frame_intrinsics:  # the shared set starts from the mean of its frames' K
+            intr[start + intr_held : end] = intr[start + intr_held : end].mean(axis=0)
+        w2c = np.linalg.inv(c2w[start:end])
+        tt = lambda a, dt=dtype: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+        win = _Window(
+            R=tt(w2c[:, :3, :3]),
+            t=tt(w2c[:, :3, 3]),
+            intr=tt(intr[start:end]),
+            prior=tt(prior[start:end]),
+            pose_col=tt(pose_col, torch.int64),
+            intr_col=tt(intr_col, torch.int64),
+            num_cols=num_cols,
+            frame=tt(tracks.frame[obs] - start, torch.int64),
+            point=tt(np.searchsorted(pts, tracks.point[obs]), torch.int64),
+            uv=tt(tracks.uv[obs]),
+            depth=tt(obs_depth[obs]),
+            depth_weight=tt(obs_depth_weight[obs]),
+            X=tt(X0),
+            prior_A=A.to(device),
+            prior_B=B.to(device),
+        )
+        stats = _levenberg_marquardt(win, config)
+        stats.update(span=(start, end), num_points=len(pts), num_observations=len(obs))
+        windows.append(stats)
+
+        R, t = win.R.cpu().numpy(), win.t.cpu().numpy()
+        c2w[start:end, :3, :3] = R.transpose(0, 2, 1)
+        c2w[start:end, :3, 3] = -np.einsum("fji,fj->fi", R, t)
+        intr[start:end] = win.intr.cpu().numpy()
+        points[pts] = win.X.cpu().numpy()
+
+    if not np.isfinite(points).any():
+        raise AnnotateError(f"{where}: no window has a point seen in two frames ({len(tracks)} observations)")
+    K = np.zeros((T, 3, 3))
+    K[:, 0, 0], K[:, 1, 1], K[:, 0, 2], K[:, 1, 2], K[:, 2, 2] = *intr.T, 1.0
+    return BAResult(
+        c2w=c2w,
+        K=K,
+        points=points,
+        reproj_error_px=reprojection_error(tracks, c2w, K, points),
+        stats={
+            "windows": windows,
+            "num_windows": len(windows),
+            "num_observations": int(np.isfinite(points[tracks.point, 0]).sum()),
+            "peak_window_bytes": max((w.get("working_bytes", 0) for w in windows), default=0),
+            "device": str(device),
+            "time_s": time.perf_counter() - started,
+        },
+    )
+
+
+def reprojection_error(tracks: Tracks, c2w: np.ndarray, K: np.ndarray, points: np.ndarray) -> float:
+    """Mean pixel distance between observations and projected points (reconstructed points only).
+
+    Args:
+        c2w: (T, 4, 4); K: (T, 3, 3); points: (num_points, 3) with NaN rows for missing points.
+    """
+    ok = np.isfinite(points[tracks.point, 0])
+    f, X = tracks.frame[ok], points[tracks.point[ok]]
+    w2c = np.linalg.inv(c2w)
+    x = np.einsum("nij,nj->ni", w2c[f, :3, :3], X) + w2c[f, :3, 3]
+    uv = np.einsum("nij,nj->ni", K[f], x / x[:, 2:3])[:, :2]
+    return float(np.linalg.norm(uv - tracks.uv[ok], axis=1).mean()) if ok.any() else float("nan")

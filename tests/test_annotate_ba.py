@@ -1,0 +1,178 @@
+"""Bundle adjustment: exactness, pose correction, per-frame zoom, windows, and pycolmap as the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pycolmap
+import pytest
+import torch
+from _ba_fixtures import ate, fused, make_problem, perturb_poses
+
+from wmkit.annotate.ba_problem import observation_jacobians, so3_exp
+from wmkit.annotate.bundle_adjust import BAConfig, bundle_adjust, reprojection_error, window_spans
+from wmkit.annotate.evaluate import align_trajectories
+from wmkit.annotate.types import AnnotateError
+
+CPU = "cpu"
+
+
+def _noisy_focal(K: np.ndarray, bias: float, noise: float, seed: int) -> np.ndarray:
+    """A backend's per-frame K: focal lengths off by ``bias`` plus per-frame jitter."""
+    out = K.copy()
+    factor = (1.0 + bias) * (1.0 + noise * np.random.default_rng(seed).standard_normal(len(K)))
+    out[:, 0, 0] *= factor
+    out[:, 1, 1] *= factor
+    return out
+
+
+def test_jacobians_match_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    n = 5
+    R = so3_exp(0.3 * torch.randn(n, 3, generator=g, dtype=torch.float64))
+    t = torch.randn(n, 3, generator=g, dtype=torch.float64) * 0.2
+    X = torch.randn(n, 3, generator=g, dtype=torch.float64) + torch.tensor([0.0, 0.0, 5.0], dtype=torch.float64)
+    intr = torch.tensor([100.0, 102.0, 80.0, 48.0], dtype=torch.float64).repeat(n, 1)
+    uv, depth, w = torch.zeros(n, 2, dtype=torch.float64), torch.full((n,), 4.0, dtype=torch.float64), torch.ones(n, dtype=torch.float64)
+    r, j_pose, j_intr, j_point = observation_jacobians(intr, X, R, t, uv, depth, w)
+    eps = 1e-6
+    for k in range(3):  # rotation increments: numerical derivative of the exact exponential update
+        dw = torch.zeros(n, 3, dtype=torch.float64)
+        dw[:, k] = eps
+        Rk = so3_exp(dw) @ R
+        tk = (so3_exp(dw) @ t[..., None])[..., 0]
+        r2, *_ = observation_jacobians(intr, X, Rk, tk, uv, depth, w)
+        torch.testing.assert_close((r2 - r) / eps, j_pose[:, :, k], atol=1e-3, rtol=1e-4)
+    for k in range(3):
+        dX = torch.zeros(n, 3, dtype=torch.float64)
+        dX[:, k] = eps
+        r2, *_ = observation_jacobians(intr, X + dX, R, t, uv, depth, w)
+        torch.testing.assert_close((r2 - r) / eps, j_point[:, :, k], atol=1e-3, rtol=1e-4)
+    d_intr = torch.zeros(n, 4, dtype=torch.float64)
+    d_intr[:, 0] = eps
+    r2, *_ = observation_jacobians(intr + d_intr, X, R, t, uv, depth, w)
+    torch.testing.assert_close((r2 - r) / eps, j_intr[:, :, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_noise_free_problem_stays_at_zero():
+    problem = make_problem(num_frames=12, points_per_frame=10)
+    result = bundle_adjust(problem.tracks, fused(problem), BAConfig(device=CPU))
+    assert result.reproj_error_px < 1e-6
+    assert ate(result.c2w, problem.c2w) < 1e-6
+    np.testing.assert_allclose(result.K, problem.K, atol=1e-5)
+    seen = np.isfinite(result.points[:, 0])
+    np.testing.assert_allclose(result.points[seen], problem.points[seen], atol=1e-5)
+
+
+def test_noisy_initial_poses_are_corrected():
+    problem = make_problem(num_frames=24, points_per_frame=12, pixel_noise=0.5, seed=1)
+    init = perturb_poses(problem.c2w, rot_deg=1.0, trans_m=0.05, seed=2)
+    K0 = _noisy_focal(problem.K, bias=0.05, noise=0.03, seed=5)
+    result = bundle_adjust(problem.tracks, fused(problem, init, K0), BAConfig(device=CPU))
+    assert ate(result.c2w, problem.c2w) < ate(init, problem.c2w) / 2
+    assert result.reproj_error_px < 0.8  # noise floor: 0.5 px sigma -> mean norm 0.63 px
+    focal_err = np.abs(result.K[:, 0, 0] / problem.K[:, 0, 0] - 1).mean()
+    assert focal_err < np.abs(K0[:, 0, 0] / problem.K[:, 0, 0] - 1).mean() / 2
+    assert result.stats["device"] == CPU and result.stats["num_windows"] == 1
+
+
+def test_per_frame_intrinsics_recover_a_zoom():
+    problem = make_problem(num_frames=24, points_per_frame=12, zoom=0.5, pixel_noise=0.5, seed=3)
+    init = perturb_poses(problem.c2w, rot_deg=0.5, trans_m=0.02, seed=4)
+    K0 = _noisy_focal(problem.K, bias=0.05, noise=0.03, seed=6)
+    errors = {}
+    for per_frame in (True, False):
+        result = bundle_adjust(problem.tracks, fused(problem, init, K0), BAConfig(per_frame_intrinsics=per_frame, device=CPU))
+        errors[per_frame] = np.abs(result.K[:, 0, 0] / problem.K[:, 0, 0] - 1).mean()
+        if not per_frame:  # one shared K: every frame gets the same focal length
+            np.testing.assert_allclose(result.K[:, 0, 0], result.K[0, 0, 0])
+    assert errors[True] * 5 <= errors[False]
+    assert errors[True] < 0.02
+
+
+def test_windows_match_full_solve_with_flat_memory():
+    assert window_spans(40, 16, 4) == [(0, 16), (12, 28), (24, 40)]
+    assert window_spans(10, 16, 4) == [(0, 10)]
+    problem = make_problem(num_frames=40, points_per_frame=8, pixel_noise=0.3, seed=7)
+    init = perturb_poses(problem.c2w, rot_deg=0.5, trans_m=0.03, seed=8)
+    geometry = fused(problem, init)
+    full = bundle_adjust(problem.tracks, geometry, BAConfig(window=64, device=CPU))
+    windowed = bundle_adjust(problem.tracks, geometry, BAConfig(window=16, overlap=6, device=CPU))
+    assert windowed.stats["num_windows"] == 4
+    assert ate(windowed.c2w, full.c2w) < 0.02
+    assert ate(windowed.c2w, problem.c2w) < ate(init, problem.c2w) / 2
+    assert windowed.reproj_error_px < full.reproj_error_px * 1.2
+
+    longer = make_problem(num_frames=80, points_per_frame=8, pixel_noise=0.3, seed=7)
+    long_run = bundle_adjust(longer.tracks, fused(longer), BAConfig(window=16, overlap=6, iterations=2, device=CPU))
+    assert long_run.stats["num_windows"] > 2 * windowed.stats["num_windows"] - 2
+    assert long_run.stats["peak_window_bytes"] < 1.25 * windowed.stats["peak_window_bytes"]
+
+
+def _colmap_reconstruction(problem, init_c2w: np.ndarray, K: np.ndarray, points: np.ndarray) -> pycolmap.Reconstruction:
+    """The same tracks and initialisation as a pycolmap reconstruction with one shared PINHOLE camera."""
+    rec = pycolmap.Reconstruction()
+    H, W = problem.depth.shape[1:]
+    camera = pycolmap.Camera.create(1, pycolmap.CameraModelId.PINHOLE, float(K[0, 0]), W, H)
+    camera.params = np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+    rec.add_camera_with_trivial_rig(camera)
+    tracks = problem.tracks
+    w2c = np.linalg.inv(init_c2w)
+    for f in range(tracks.num_frames):
+        image = pycolmap.Image(name=f"{f}.png", keypoints=tracks.uv[tracks.frame == f], camera_id=1, image_id=f + 1)
+        pose = pycolmap.Rigid3d(pycolmap.Rotation3d(w2c[f, :3, :3]), w2c[f, :3, 3])
+        rec.add_image_with_trivial_frame(image, pose)
+    index_in_frame = np.zeros(len(tracks), dtype=np.int64)
+    for f in range(tracks.num_frames):
+        sel = np.flatnonzero(tracks.frame == f)
+        index_in_frame[sel] = np.arange(len(sel))
+    for j in np.flatnonzero(np.isfinite(points[:, 0])):
+        track = pycolmap.Track()
+        for n in np.flatnonzero(tracks.point == j):
+            track.add_element(int(tracks.frame[n]) + 1, int(index_in_frame[n]))
+        rec.add_point3D(points[j], track)
+    return rec
+
+
+def test_matches_pycolmap_bundle_adjustment():
+    problem = make_problem(num_frames=12, points_per_frame=10, pixel_noise=0.5, seed=11)
+    init = perturb_poses(problem.c2w, rot_deg=0.5, trans_m=0.03, seed=12)
+    K0 = _noisy_focal(problem.K, bias=0.03, noise=0.0, seed=0)
+    config = BAConfig(per_frame_intrinsics=False, k_prior_weight=0.0, depth_prior_weight=1.0, iterations=50, device=CPU)
+    ours = bundle_adjust(problem.tracks, fused(problem, init, K0), config)
+
+    # pycolmap starts from our initial points (a zero-iteration run back-projects them)
+    start = bundle_adjust(problem.tracks, fused(problem, init, K0), BAConfig(per_frame_intrinsics=False, iterations=0, device=CPU))
+    rec = _colmap_reconstruction(problem, init, K0[0], start.points)
+    options = pycolmap.BundleAdjustmentOptions(refine_focal_length=True, refine_principal_point=True, print_summary=False)
+    options.ceres.solver_options.function_tolerance = 1e-12
+    options.ceres.solver_options.gradient_tolerance = 1e-12
+    pycolmap.bundle_adjustment(rec, options)
+
+    colmap_c2w = np.stack([np.linalg.inv(np.vstack([rec.image(f + 1).cam_from_world().matrix(), [0, 0, 0, 1]])) for f in range(12)])
+    colmap_K = rec.camera(1).calibration_matrix()
+    colmap_err = reprojection_error(problem.tracks, colmap_c2w, np.tile(colmap_K, (12, 1, 1)), start.points * np.nan + _colmap_points(rec, start.points))
+    assert ours.reproj_error_px == pytest.approx(colmap_err, rel=0.02)
+    aligned, _ = align_trajectories(colmap_c2w, ours.c2w, "sim3")
+    assert ate(aligned, ours.c2w) < 0.01
+    np.testing.assert_allclose(ours.K[0, :2, :2], colmap_K[:2, :2], rtol=0.01)
+
+
+def _colmap_points(rec: pycolmap.Reconstruction, like: np.ndarray) -> np.ndarray:
+    """Point coordinates in track order (rows of ``like`` that had a point), NaN elsewhere."""
+    out = np.full_like(like, np.nan)
+    ids = np.flatnonzero(np.isfinite(like[:, 0]))
+    for point_id, j in zip(sorted(rec.points3D), ids):
+        out[j] = rec.points3D[point_id].xyz
+    return out
+
+
+def test_bad_input_names_the_clip():
+    problem = make_problem(num_frames=6, points_per_frame=4)
+    short = fused(problem)
+    with pytest.raises(AnnotateError, match=r"clip 'c3'.*tracks cover 6 frames, geometry 5"):
+        bundle_adjust(problem.tracks, type(short)(short.c2w[:5], short.depth[:5], short.K[:5], short.conf[:5], short.scale[:5], 1.0), clip_id="c3")
+    blind = type(short)(short.c2w, np.zeros_like(short.depth), short.K, np.zeros_like(short.conf), short.scale, 1.0)
+    with pytest.raises(AnnotateError, match=r"clip 'c3'.*no window has a point"):
+        bundle_adjust(problem.tracks, blind, BAConfig(device=CPU), clip_id="c3")
+    with pytest.raises(ValueError, match="overlap"):
+        BAConfig(window=8, overlap=8)
