@@ -22,8 +22,8 @@ Failure policy:
   "reject") becomes a ``failed`` row and never reaches the writer, so nothing
   partial is published. Backend ``setup()`` errors (a missing weight file)
   fail every clip of the actor with stage ``setup``, naming each clip.
-- A worker killed mid-clip (OOM, segfault) is restarted by Ray
-  (``max_restarts=-1``, ``max_task_retries=-1``) and its clip re-run; a
+- A worker killed mid-clip (OOM, segfault) is restarted by Ray Data (its
+  actor pools default to ``max_restarts=-1``, ``max_task_retries=-1``) and its clip re-run; a
   killed task returns nothing, so the driver sees each clip once. The driver
   still drops a second result for a clip it already handled, because Ray
   only promises at-least-once execution.
@@ -148,8 +148,8 @@ def _ray_results(rows: list[dict[str, Any]], config: AnnotateConfig, progress: b
         compute=ray.data.ActorPoolStrategy(size=config.num_actors),
         num_cpus=config.num_cpus_per_actor,
         num_gpus=config.num_gpus_per_actor or None,
-        max_restarts=-1,  # restart an actor whose process died ...
-        max_task_retries=-1,  # ... and re-run the clip it held
+        # Ray Data's actor pools restart a dead actor and re-run the task it held
+        # (max_restarts = max_task_retries = -1 by default); the killed-worker test checks it.
     )
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
         yield from _from_batch(batch)
