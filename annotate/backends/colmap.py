@@ -49,9 +49,15 @@ class ColmapBackend:
     keyframe_stride: int = 2  # every k-th frame is a keyframe (the last frame too)
     camera_model: Literal["SIMPLE_PINHOLE", "PINHOLE"] = "SIMPLE_PINHOLE"
     max_num_features: int = 4096  # SIFT features per keyframe
+    domain_size_pooling: bool = True  # DSP-SIFT with affine shapes: slower, but it made small, blurry
+    # synthetic frames register repeatably across RANSAC seeds and thread counts
     exhaustive_below: int = 40  # match all keyframe pairs when there are fewer keyframes, else sequential
     sequential_overlap: int = 10  # sequential matching: neighbours each keyframe is matched with
-    init_min_num_inliers: int = 30  # COLMAP's 100 is for megapixel images; small frames give fewer matches
+    # COLMAP's mapper defaults (100 / 30 inliers, 16 deg) suit megapixel photo collections; short,
+    # small video clips have fewer features and less parallax, so these are lower.
+    init_min_num_inliers: int = 30  # two-view inliers of the initial pair
+    abs_pose_min_num_inliers: int = 15  # 2D-3D inliers to register a further keyframe
+    init_min_tri_angle_deg: float = 8.0  # median triangulation angle of the initial pair
     min_registered: int = 3  # fewest registered keyframes accepted ...
     min_registered_fraction: float = 0.5  # ... and fewest as a share of the keyframes
     num_threads: int = -1  # -1: all cores
@@ -62,6 +68,8 @@ class ColmapBackend:
             raise ValueError(f"ColmapBackend: keyframe_stride must be >= 1, got {self.keyframe_stride}")
         if self.camera_model not in ("SIMPLE_PINHOLE", "PINHOLE"):
             raise ValueError(f"ColmapBackend: camera_model must be SIMPLE_PINHOLE or PINHOLE, got {self.camera_model}")
+        if self.random_seed < 0:
+            raise ValueError(f"ColmapBackend: random_seed must be >= 0, got {self.random_seed}")
         if self.min_registered < 2 or not 0.0 <= self.min_registered_fraction <= 1.0:
             raise ValueError(
                 f"ColmapBackend: need min_registered >= 2 and min_registered_fraction in [0, 1], "
@@ -122,6 +130,8 @@ class ColmapBackend:
         extraction = pycolmap.FeatureExtractionOptions()
         extraction.num_threads = self.num_threads
         extraction.sift.max_num_features = self.max_num_features
+        extraction.sift.domain_size_pooling = self.domain_size_pooling
+        extraction.sift.estimate_affine_shape = self.domain_size_pooling
         device = pycolmap.Device.cpu  # keep SIFT off the GPU the networks use
         pycolmap.extract_features(
             database, images, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
@@ -139,6 +149,9 @@ class ColmapBackend:
         options.num_threads = self.num_threads
         options.random_seed = self.random_seed
         options.mapper.init_min_num_inliers = self.init_min_num_inliers
+        options.mapper.abs_pose_min_num_inliers = self.abs_pose_min_num_inliers
+        options.mapper.init_min_tri_angle = self.init_min_tri_angle_deg
+        options.triangulation.ignore_two_view_tracks = False  # few features: keep every track
         models = pycolmap.incremental_mapping(database, images, sparse, options=options)
         if not models:
             raise AnnotateError(f"{where}: SfM found no initial pair among {len(keys)} keyframes")
