@@ -1,0 +1,176 @@
+"""Splat scenes: a 3DGS PLY plus the capture's training cameras, and the scene frame derived from them.
+
+A DL3DV Gaussian-splat scene folder is what ``wmkit.manifests.readers.dl3dv_gs``
+catalogues (its discovery rule picks the PLY; see that module)::
+
+    <scene>/point_cloud/iteration_<N>/point_cloud.ply     (highest N)
+    <scene>/transforms.json                               (nerfstudio, OpenGL c2w)
+
+The scene frame (:class:`SceneFrame`) is what the path planner needs to move
+a camera like a person would, measured from the data rather than assumed:
+
+- **up**: the mean of the training cameras' up axes. OpenCV cameras have y
+  down, so a camera's up is ``-c2w[:, :3, 1]``; people hold cameras roughly
+  level, so the mean over a capture is the gravity up (DL3DV worlds are COLMAP
+  worlds with an arbitrary orientation).
+- **align**: a rotation world -> aligned frame whose z is ``up`` and whose x is
+  the horizontal part of the mean viewing direction when the cameras agree on
+  one (norm >= 0.1), else the world x axis made level (world y if x is
+  near-vertical): a ring of cameras looking in or out has no mean direction.
+- **bounds**: per aligned axis, the 2nd and 98th opacity-weighted percentiles
+  of the Gaussian centres: floaters and far background splats are few or
+  faint, so they do not stretch the box the way a min/max would.
+- **scale**: the median distance of the training camera centres from their
+  median centre (the capture radius, in scene units): speeds and clearances
+  of paths are set relative to it for non-metric scenes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wmkit.datasets.cameras import CameraError, Cameras, from_nerfstudio, to_nerfstudio
+from wmkit.manifests.readers.dl3dv_gs import _scene_plys
+from wmkit.render.splats import Splats, SplatError, read_ply, write_ply
+
+__all__ = ["Scene", "SceneError", "SceneFrame", "load_scene", "load_scene_files", "scene_frame", "write_scene"]
+
+_BOUNDS_PERCENTILES = (2.0, 98.0)
+
+
+class SceneError(ValueError):
+    """A scene cannot be loaded or is degenerate; the message names the scene and the reason."""
+
+
+@dataclass(frozen=True)
+class SceneFrame:
+    """Up direction, aligned frame, robust bounds and scale of a scene (method: module docstring).
+
+    Attributes:
+        up: (3,) unit world up vector.
+        align: (3, 3) rotation world -> aligned frame (rows: aligned x, y, z = up).
+        lo, hi: (3,) robust bounds of the Gaussian centres in the aligned frame.
+        scale: capture radius in scene units (> 0).
+    """
+
+    up: np.ndarray
+    align: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    scale: float
+
+    def to_aligned(self, points: np.ndarray) -> np.ndarray:
+        """World points (..., 3) in the aligned frame (z = up)."""
+        return np.asarray(points, dtype=np.float64) @ self.align.T
+
+    def to_world(self, points: np.ndarray) -> np.ndarray:
+        """Aligned-frame points (..., 3) back in world coordinates."""
+        return np.asarray(points, dtype=np.float64) @ self.align
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A splat scene ready for planning and rendering.
+
+    Attributes:
+        name: scene id used in every error and record.
+        splats: the Gaussians.
+        cameras: the capture's training cameras (OpenCV c2w, K in pixels).
+        width, height: image size in pixels the training K refer to.
+        frame: up, bounds and scale (:func:`scene_frame`).
+        metric: True when scene units are metres (generated scenes); DL3DV
+            (COLMAP) scenes are not metric.
+    """
+
+    name: str
+    splats: Splats
+    cameras: Cameras
+    width: int
+    height: int
+    frame: SceneFrame
+    metric: bool = False
+
+
+def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, q: tuple[float, float]) -> np.ndarray:
+    """(2, D) percentiles ``q`` of each column of ``values`` (M, D) under ``weights`` (M,)."""
+    return np.stack(
+        [np.percentile(values[:, d], q, weights=weights, method="inverted_cdf") for d in range(values.shape[1])],
+        axis=1,
+    )
+
+
+def scene_frame(splats: Splats, cameras: Cameras, name: str = "scene") -> SceneFrame:
+    """Up, aligned frame, robust bounds and scale of ``splats`` seen by ``cameras`` (module docstring).
+
+    Raises:
+        SceneError: naming ``name`` if there are no cameras, the cameras' up
+            axes cancel out, all opacities are ~0, or the bounds or the
+            capture radius are degenerate.
+    """
+    if len(cameras) == 0:
+        raise SceneError(f"{name}: no training cameras to derive the up direction from")
+    up = -cameras.c2w[:, :3, 1].mean(axis=0)
+    if np.linalg.norm(up) < 1e-6:
+        raise SceneError(f"{name}: training cameras' up axes cancel out; cannot tell up")
+    up /= np.linalg.norm(up)
+    forward = cameras.c2w[:, :3, 2].mean(axis=0)
+    x = forward - up * (forward @ up)
+    if np.linalg.norm(x) < 0.1:  # no agreed viewing direction (a ring looking in or out): world x, else y, made level
+        x = next(h for e in np.eye(3) if np.linalg.norm(h := e - up * (e @ up)) >= 0.5)
+    x /= np.linalg.norm(x)
+    align = np.stack([x, np.cross(up, x), up])
+    weights = splats.opacities.astype(np.float64)
+    if weights.sum() <= 1e-6:
+        raise SceneError(f"{name}: every Gaussian is transparent (opacity sum {weights.sum():.2e})")
+    lo, hi = _weighted_percentiles(splats.means.astype(np.float64) @ align.T, weights, _BOUNDS_PERCENTILES)
+    if (hi - lo <= 1e-9).any():
+        raise SceneError(f"{name}: degenerate scene, robust bounds {lo.round(4).tolist()}..{hi.round(4).tolist()}")
+    centres = cameras.c2w[:, :3, 3]
+    scale = float(np.median(np.linalg.norm(centres - np.median(centres, axis=0), axis=1)))
+    if scale <= 1e-9:
+        # a tripod capture turning on the spot: fall back to the splats' extent
+        scale = float(np.linalg.norm(hi - lo)) / 4.0
+    return SceneFrame(up=up, align=align, lo=lo, hi=hi, scale=scale)
+
+
+def load_scene_files(ply: str | Path, transforms: str | Path, name: str | None = None, fps: float = 30.0) -> Scene:
+    """A :class:`Scene` from a splat PLY and a nerfstudio ``transforms.json`` (a manifest row's
+    ``media_uri`` and ``cameras_uri``); errors name ``name`` (default: the PLY's scene folder)."""
+    ply, transforms = Path(ply), Path(transforms)
+    name = name or str(ply)
+    try:
+        splats = read_ply(ply)
+        meta = json.loads(transforms.read_text(encoding="utf-8"))
+        cameras = from_nerfstudio(meta, fps=fps, name=str(transforms))
+        width, height = int(meta["w"]), int(meta["h"])
+    except (SplatError, CameraError) as err:
+        raise SceneError(f"{name}: {err}") from err
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise SceneError(f"{name}: unreadable {transforms} ({err!r})") from err
+    return Scene(name, splats, cameras, width, height, scene_frame(splats, cameras, name))
+
+
+def load_scene(folder: str | Path, fps: float = 30.0) -> Scene:
+    """Load a DL3DV scene folder (layout: module docstring), the PLY found by the dl3dv_gs reader's rule."""
+    folder = Path(folder).resolve()
+    found = _scene_plys(folder).get(folder)
+    if found is None or found[0] is None:
+        raise SceneError(f"{folder}: no splat PLY (point_cloud/iteration_*/point_cloud.ply or a lone *.ply)")
+    if not (folder / "transforms.json").is_file():
+        raise SceneError(f"{folder}: no transforms.json with the training cameras")
+    return load_scene_files(found[0], folder / "transforms.json", name=folder.name, fps=fps)
+
+
+def write_scene(scene: Scene, folder: str | Path, iteration: int = 30000) -> Path:
+    """Write ``scene`` as a DL3DV scene folder (binary PLY + transforms.json); return the PLY path."""
+    folder = Path(folder)
+    ply = folder / "point_cloud" / f"iteration_{iteration}" / "point_cloud.ply"
+    ply.parent.mkdir(parents=True, exist_ok=True)
+    write_ply(scene.splats, ply)
+    meta = to_nerfstudio(scene.cameras, scene.width, scene.height)
+    (folder / "transforms.json").write_text(json.dumps(meta), encoding="utf-8")
+    return ply
