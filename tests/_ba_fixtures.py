@@ -28,16 +28,20 @@ def make_problem(
     zoom: float = 0.0,
     pixel_noise: float = 0.0,
     seed: int = 0,
+    steady: bool = False,
 ) -> Problem:
-    """A camera gliding sideways and forward with a slow yaw; points seeded in each frame's frustum.
+    """A camera gliding sideways and forward while panning; points seeded in each frame's frustum.
 
-    ``zoom``: the focal length grows linearly by this fraction over the clip.
+    ``zoom``: the focal length grows linearly by this fraction over the clip. ``steady``: no pan or
+    tilt, so every stretch of the clip looks alike (track lengths and points per window do not
+    depend on where in the clip one looks).
     """
     rng = np.random.default_rng(seed)
     T = num_frames
     s = np.arange(T, dtype=np.float64)
     c2w = np.tile(np.eye(4), (T, 1, 1))
-    c2w[:, :3, :3] = Rotation.from_euler("yx", np.stack([20 * np.sin(s / 6), 8 * np.sin(s / 4)], 1), degrees=True).as_matrix()
+    angles = np.zeros((T, 2)) if steady else np.stack([20 * np.sin(s / 6), 8 * np.sin(s / 4)], 1)
+    c2w[:, :3, :3] = Rotation.from_euler("yx", angles, degrees=True).as_matrix()
     c2w[:, :3, 3] = np.stack([0.15 * s, 0.03 * np.sin(s / 3), 0.05 * s], 1)
     f = 110.0 * (1.0 + zoom * s / max(T - 1, 1))
     K = np.zeros((T, 3, 3))
