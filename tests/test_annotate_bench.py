@@ -1,0 +1,36 @@
+"""bench/annotate.py --smoke: runs end to end and writes the summary the issue names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "annotate.py"
+SUMMARY_KEYS = (
+    "focal_err_ratio_single_k_over_per_frame_k",
+    "metric_scale_err",
+    "ate_after_ba_over_input",
+    "rss_ratio_3600_over_600",
+)
+
+
+def test_smoke_run_writes_summary_table_and_memory_cases(tmp_path):
+    out_json, out_md = tmp_path / "annotate.json", tmp_path / "annotate.md"
+    subprocess.run(
+        [sys.executable, str(BENCH), "--smoke", "--json", str(out_json), "--md", str(out_md)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    result = json.loads(out_json.read_text())
+    summary = result["summary"]
+    assert all(key in summary for key in SUMMARY_KEYS)
+    assert summary["focal_err_ratio_single_k_over_per_frame_k"] > 0 and summary["metric_scale_err"] >= 0
+    assert summary["rss_ratio_240_over_120"] > 0 and summary["throughput_frames_per_s"] > 0
+    assert [c["zoom"] > 0 for c in result["clips"]] == [False, True]
+    assert {case["frames"] for case in result["memory"].values()} == {120, 240}
+    assert all(case["peak_rss_mb"] >= case["peak_rss_before_ba_mb"] > 0 for case in result["memory"].values())
+    table = out_md.read_text()
+    assert "(c) our BA, per-frame K" in table and "`metric_scale_err`" in table
