@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import pycolmap
 import torch
+from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
@@ -151,7 +152,8 @@ class SiftTrackSource:
         extractor = pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
         keypoints, descriptors = [], []
         for image in frames:
-            kps, desc = extractor.extract_from_uint8_array(np.ascontiguousarray(image))
+            grey = np.asarray(Image.fromarray(image).convert("L"))  # COLMAP's SIFT works on intensity
+            kps, desc = extractor.extract_from_uint8_array(grey)
             xy = np.array([[k.x, k.y] for k in kps], dtype=np.float64).reshape(-1, 2)
             # COLMAP and wmkit's renderers share the convention "pixel centre at +0.5": no shift
             keypoints.append(xy[: self.max_features])

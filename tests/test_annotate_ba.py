@@ -1,4 +1,4 @@
-"""Bundle adjustment: exactness, pose correction, per-frame zoom, windows, and pycolmap as the reference."""
+"""Keypoint tracks and bundle adjustment: exactness, pose correction, per-frame zoom, windows, pycolmap as the reference."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import numpy as np
 import pycolmap
 import pytest
 import torch
+from scipy.ndimage import gaussian_filter
 from _ba_fixtures import ate, fused, make_problem, perturb_poses
 
 from wmkit.annotate.ba_problem import observation_jacobians, so3_exp
 from wmkit.annotate.bundle_adjust import BAConfig, bundle_adjust, reprojection_error, window_spans
 from wmkit.annotate.evaluate import align_trajectories
+from wmkit.annotate.tracks import extract_tracks, match_descriptors, merge_matches
 from wmkit.annotate.types import AnnotateError
 
 CPU = "cpu"
@@ -115,8 +117,9 @@ def _colmap_reconstruction(problem, init_c2w: np.ndarray, K: np.ndarray, points:
     """The same tracks and initialisation as a pycolmap reconstruction with one shared PINHOLE camera."""
     rec = pycolmap.Reconstruction()
     H, W = problem.depth.shape[1:]
-    camera = pycolmap.Camera.create(1, pycolmap.CameraModelId.PINHOLE, float(K[0, 0]), W, H)
-    camera.params = np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
+    camera = pycolmap.Camera(
+        camera_id=1, model=pycolmap.CameraModelId.PINHOLE, width=W, height=H, params=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]]
+    )
     rec.add_camera_with_trivial_rig(camera)
     tracks = problem.tracks
     w2c = np.linalg.inv(init_c2w)
@@ -179,3 +182,35 @@ def test_bad_input_names_the_clip():
         bundle_adjust(problem.tracks, blind, BAConfig(device=CPU), clip_id="c3")
     with pytest.raises(ValueError, match="overlap"):
         BAConfig(window=8, overlap=8)
+
+
+def test_sift_tracks_follow_a_moving_texture():
+    rng = np.random.default_rng(0)
+    texture = gaussian_filter(rng.random((140, 260)), 1.5)
+    texture = ((texture - texture.min()) / np.ptp(texture) * 255).astype(np.uint8)
+    shift = 3  # pixels per frame, to the left in the image
+    frames = np.stack([np.repeat(texture[20:116, 40 + shift * t : 200 + shift * t, None], 3, axis=2) for t in range(6)])
+    tracks = extract_tracks(frames, max_features=400, match_window=2)
+    assert tracks.num_frames == 6 and tracks.num_points > 50
+    lengths = np.bincount(tracks.point)
+    assert lengths.min() >= 2 and lengths.max() >= 4  # matches chained across frames by union-find
+    first = np.r_[0, np.cumsum(lengths)[:-1]]
+    motion = (tracks.uv - tracks.uv[first][tracks.point]) / np.maximum(tracks.frame - tracks.frame[first][tracks.point], 1)[:, None]
+    moved = tracks.frame != tracks.frame[first][tracks.point]
+    np.testing.assert_allclose(np.median(motion[moved], axis=0), [-shift, 0.0], atol=0.1)
+    assert np.mean(np.linalg.norm(motion[moved] - [-shift, 0.0], axis=1) < 0.5) > 0.9
+
+
+def test_matching_is_mutual_with_ratio_and_merge_drops_conflicts():
+    a = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    b = np.array([[0.1, 0.0], [10.0, 0.2], [5.0, 5.0]])
+    np.testing.assert_array_equal(match_descriptors(a, b, ratio=0.8), [[0, 0], [1, 1]])
+    keypoints = [np.zeros((3, 2)), np.ones((2, 2)), np.full((2, 2), 2.0)]
+    # 0:0 - 1:0 - 2:1 is a track; 0:1 and 0:2 both reach 1:1 -> one frame twice, dropped
+    matches = {(0, 1): np.array([[0, 0], [1, 1], [2, 1]]), (1, 2): np.array([[0, 1]])}
+    tracks = merge_matches(keypoints, matches)
+    assert tracks.num_points == 1
+    np.testing.assert_array_equal(tracks.frame, [0, 1, 2])
+    np.testing.assert_array_equal(tracks.uv, [[0, 0], [1, 1], [2, 2]])
+    with pytest.raises(AnnotateError, match="uint8"):
+        extract_tracks(np.zeros((2, 8, 8), dtype=np.uint8))
