@@ -28,7 +28,11 @@ EXAMPLES = """examples:
 
 
 def build_config(args: argparse.Namespace):
-    """The run's config: preset, backend flags, ``--gt-root`` for backends that take it, ``--set`` overrides."""
+    """The run's config: preset, backend flags, ``--set`` overrides, then ``--gt-root`` for backends that take it.
+
+    Raises ValueError for an unknown preset, a bad override or an unknown backend name.
+    """
+    import importlib
     import inspect
 
     from wmkit.annotate.backends import BACKENDS
@@ -39,12 +43,17 @@ def build_config(args: argparse.Namespace):
         overrides.append(f"geometry_backend={args.backend}")
     if args.metric_backend:
         overrides.append(f"metric_backend={args.metric_backend}")
-    config = apply_overrides(preset(args.preset), overrides)
+    config = apply_overrides(preset(args.preset), overrides + list(args.set))
+    for module in config.plugins:  # out-of-tree backends register on import
+        importlib.import_module(module)
+    roles = {"geometry_options": config.geometry_backend, "metric_options": config.metric_backend}
+    unknown = sorted(set(roles.values()) - set(BACKENDS))
+    if unknown:
+        raise ValueError(f"unknown backend(s) {unknown}; registered: {sorted(BACKENDS)}")
     if args.gt_root:  # only the ground-truth instruments (perturbed*) read it; colmap or networks do not
-        roles = {"geometry_options": config.geometry_backend, "metric_options": config.metric_backend}
-        takes = [r for r, name in roles.items() if "gt_root" in inspect.signature(BACKENDS.get(name, object)).parameters]
+        takes = [role for role, name in roles.items() if "gt_root" in inspect.signature(BACKENDS[name]).parameters]
         config = apply_overrides(config, [f"{role}.gt_root={args.gt_root}" for role in takes])
-    return apply_overrides(config, list(args.set))
+    return config
 
 
 def run_annotate(args: argparse.Namespace) -> int:

@@ -217,3 +217,7 @@ def test_cli_annotates_with_overrides_and_reports_failures(source, tmp_path, cap
     assert "done: 0  failed: 1" in printed and f"{manifest.clip_id[0]} [metric]" in printed
     bad = parser.parse_args(argv[:-2] + ["--set", "ba.nope=1"])
     assert bad.run(bad) == 2 and "no field 'nope'" in capsys.readouterr().err
+    unknown = parser.parse_args(argv + ["--backend", "pi9"])
+    assert unknown.run(unknown) == 2 and "unknown backend(s) ['pi9']" in capsys.readouterr().err
+    colmap = parser.parse_args(argv + ["--backend", "colmap"])
+    assert cli.build_config(colmap).geometry_options == {}  # colmap takes no ground truth
