@@ -144,7 +144,7 @@ def make_room_scene(
     means, log_scales, dc = [], [], []
     for (lo, hi, axis), n in zip(faces, counts):
         means.append(rng.uniform(lo, hi, size=(n, 3)))
-        scales = np.full((n, 3), 0.6 * spacing)
+        scales = np.full((n, 3), 0.8 * spacing)
         scales[:, axis] = _THIN_M
         log_scales.append(np.log(scales))
         base = rng.uniform(0.15, 0.85, size=3)
