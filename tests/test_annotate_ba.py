@@ -106,7 +106,7 @@ def test_windows_match_full_solve_with_flat_memory():
 
     # memory: the largest window working set of a clip twice as long is the same (steady content)
     peaks = []
-    for num_frames in (96, 192):
+    for num_frames in (64, 128):
         steady = make_problem(num_frames=num_frames, points_per_frame=8, pixel_noise=0.3, seed=7, steady=True)
         run = bundle_adjust(steady.tracks, fused(steady), BAConfig(window=16, overlap=6, iterations=1, device=CPU))
         peaks.append(run.stats["peak_window_bytes"])
