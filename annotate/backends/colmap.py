@@ -57,17 +57,25 @@ class ColmapBackend:
     # small video clips have fewer features and less parallax, so these are lower.
     init_min_num_inliers: int = 30  # two-view inliers of the initial pair
     abs_pose_min_num_inliers: int = 15  # 2D-3D inliers to register a further keyframe
-    init_min_tri_angle_deg: float = 8.0  # median triangulation angle of the initial pair
+    # Median triangulation angle of the initial pair, tried in turn until enough keyframes register:
+    # no single value suits every clip (a low angle picks a weak pair, a high one none at all), and
+    # features and matches are reused, so a retry costs only the mapping.
+    init_min_tri_angles_deg: tuple[float, ...] = (8.0, 4.0)
     min_registered: int = 3  # fewest registered keyframes accepted ...
     min_registered_fraction: float = 0.5  # ... and fewest as a share of the keyframes
     num_threads: int = -1  # -1: all cores
     random_seed: int = 0  # COLMAP's RANSAC seed, for repeatable results
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "init_min_tri_angles_deg", tuple(float(a) for a in self.init_min_tri_angles_deg))
         if self.keyframe_stride < 1:
             raise ValueError(f"ColmapBackend: keyframe_stride must be >= 1, got {self.keyframe_stride}")
         if self.camera_model not in ("SIMPLE_PINHOLE", "PINHOLE"):
             raise ValueError(f"ColmapBackend: camera_model must be SIMPLE_PINHOLE or PINHOLE, got {self.camera_model}")
+        if not self.init_min_tri_angles_deg or min(self.init_min_tri_angles_deg) <= 0:
+            raise ValueError(
+                f"ColmapBackend: init_min_tri_angles_deg must be positive angles, got {self.init_min_tri_angles_deg}"
+            )
         if self.random_seed < 0:
             raise ValueError(f"ColmapBackend: random_seed must be >= 0, got {self.random_seed}")
         if self.min_registered < 2 or not 0.0 <= self.min_registered_fraction <= 1.0:
@@ -96,7 +104,7 @@ class ColmapBackend:
         if len(keys) < needed:
             raise AnnotateError(f"{where}: {T} frames give {len(keys)} keyframes, {needed} needed")
         with tempfile.TemporaryDirectory(prefix="wmkit-colmap-") as tmp:
-            rec = self._reconstruct(frames, keys, Path(tmp), where)
+            rec = self._reconstruct(frames, keys, Path(tmp), needed, where)
         registered = {int(Path(im.name).stem): im for im in rec.images.values() if im.has_pose}
         if len(registered) < needed:
             raise AnnotateError(f"{where}: SfM registered {len(registered)} of {len(keys)} keyframes, {needed} needed")
@@ -117,8 +125,11 @@ class ColmapBackend:
         depth = np.stack([_splat_depth(observed[nearest[t]], c2w[t], K[t], H, W) for t in range(T)])
         return Prediction(depth=depth, conf=(depth > 0).astype(np.float32), c2w=c2w, K=K, metric=False, backend=self.name)
 
-    def _reconstruct(self, frames: np.ndarray, keys: np.ndarray, tmp: Path, where: str) -> pycolmap.Reconstruction:
-        """Run feature extraction, matching and incremental mapping on the keyframes; the largest model."""
+    def _reconstruct(
+        self, frames: np.ndarray, keys: np.ndarray, tmp: Path, needed: int, where: str
+    ) -> pycolmap.Reconstruction:
+        """Extract and match features on the keyframes, then map with each initial angle until
+        ``needed`` keyframes register; the largest model found."""
         images, database, sparse = tmp / "images", tmp / "database.db", tmp / "sparse"
         images.mkdir()
         sparse.mkdir()
@@ -143,19 +154,28 @@ class ColmapBackend:
             pairing = pycolmap.SequentialPairingOptions()
             pairing.overlap = self.sequential_overlap
             pycolmap.match_sequential(database, pairing_options=pairing, device=device)
-        options = pycolmap.IncrementalPipelineOptions()
-        options.multiple_models = False
-        options.min_model_size = self.min_registered
-        options.num_threads = self.num_threads
-        options.random_seed = self.random_seed
-        options.mapper.init_min_num_inliers = self.init_min_num_inliers
-        options.mapper.abs_pose_min_num_inliers = self.abs_pose_min_num_inliers
-        options.mapper.init_min_tri_angle = self.init_min_tri_angle_deg
-        options.triangulation.ignore_two_view_tracks = False  # few features: keep every track
-        models = pycolmap.incremental_mapping(database, images, sparse, options=options)
-        if not models:
+        best = None
+        for angle in self.init_min_tri_angles_deg:
+            options = pycolmap.IncrementalPipelineOptions()
+            options.multiple_models = False
+            options.min_model_size = self.min_registered
+            options.num_threads = self.num_threads
+            options.random_seed = self.random_seed
+            options.mapper.init_min_num_inliers = self.init_min_num_inliers
+            options.mapper.abs_pose_min_num_inliers = self.abs_pose_min_num_inliers
+            options.mapper.init_min_tri_angle = angle
+            options.triangulation.ignore_two_view_tracks = False  # few features: keep every track
+            attempt = sparse / f"angle_{angle:g}"
+            attempt.mkdir()
+            models = pycolmap.incremental_mapping(database, images, attempt, options=options)
+            for model in models.values():
+                if best is None or model.num_reg_images() > best.num_reg_images():
+                    best = model
+            if best is not None and best.num_reg_images() >= needed:
+                break
+        if best is None:
             raise AnnotateError(f"{where}: SfM found no initial pair among {len(keys)} keyframes")
-        return max(models.values(), key=lambda r: r.num_reg_images())
+        return best
 
 
 def _splat_depth(points: np.ndarray, c2w: np.ndarray, K: np.ndarray, height: int, width: int) -> np.ndarray:
