@@ -81,7 +81,7 @@ class PathConfig:
         if self.num_frames < 2 or self.fps <= 0:
             raise ValueError(f"PathConfig: need num_frames >= 2 and fps > 0, got {self.num_frames}, {self.fps}")
         if self.keys not in ("training", "random_walk") or self.num_keys < 2:
-            raise ValueError(f"PathConfig: keys must be 'training' or 'random_walk' with num_keys >= 2")
+            raise ValueError(f"PathConfig: keys must be 'training' or 'random_walk' and num_keys >= 2, got {self.keys!r}, {self.num_keys}")
         if min(self.max_speed, self.max_turn_rate_deg, self.voxel, self.max_attempts) <= 0:
             raise ValueError("PathConfig: max_speed, max_turn_rate_deg, voxel and max_attempts must be positive")
 
