@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from wmkit.datasets.cameras import CameraError, Cameras, from_nerfstudio, to_nerfstudio
-from wmkit.manifests.readers.dl3dv_gs import _scene_plys
+from wmkit.manifests.readers.dl3dv_gs import scene_plys
 from wmkit.render.splats import Splats, SplatError, read_ply, write_ply
 
 __all__ = ["Scene", "SceneError", "SceneFrame", "load_scene", "load_scene_files", "scene_frame", "write_scene"]
@@ -157,7 +157,7 @@ def load_scene_files(ply: str | Path, transforms: str | Path, name: str | None =
 def load_scene(folder: str | Path, fps: float = 30.0) -> Scene:
     """Load a DL3DV scene folder (layout: module docstring), the PLY found by the dl3dv_gs reader's rule."""
     folder = Path(folder).resolve()
-    found = _scene_plys(folder).get(folder)
+    found = scene_plys(folder).get(folder)
     if found is None or found[0] is None:
         raise SceneError(f"{folder}: no splat PLY (point_cloud/iteration_*/point_cloud.ply or a lone *.ply)")
     if not (folder / "transforms.json").is_file():

@@ -44,7 +44,7 @@ def read_dl3dv_gs(root: Path, errors: BadRows | None = None) -> pd.DataFrame:
     root = Path(root).resolve()
     if not root.is_dir():
         raise ManifestError(f"dl3dv_gs: {root} is not a folder")
-    scenes = sorted(_scene_plys(root).items())
+    scenes = sorted(scene_plys(root).items())
     return collect_rows(
         "dl3dv_gs", scenes, lambda s: s[0].relative_to(root).as_posix(), lambda s: _scene(*s), errors
     )
@@ -64,7 +64,7 @@ def ply_vertex_count(path: Path) -> int:
     raise RowError(f"{path}: PLY header has no 'element vertex <count>' line")
 
 
-def _scene_plys(root: Path) -> dict[Path, tuple[Path | None, int | None]]:
+def scene_plys(root: Path) -> dict[Path, tuple[Path | None, int | None]]:
     """Scene folder -> (its ply, iteration): highest ``iteration_N``, else a lone top-level ply (None if several)."""
     found: dict[Path, tuple[Path | None, int | None]] = {}
     for ply in root.rglob("point_cloud.ply"):
