@@ -32,7 +32,7 @@ import pandas as pd
 from wmkit.manifests.readers._common import BadRows, RowError, collect_rows
 from wmkit.manifests.schema import ManifestError, extra_json
 
-__all__ = ["LICENSE", "ply_vertex_count", "read_dl3dv_gs"]
+__all__ = ["LICENSE", "ply_vertex_count", "read_dl3dv_gs", "scene_plys"]
 
 LICENSE = "CC-BY-NC-4.0"
 _ITERATION = re.compile(r"^iteration_(\d+)$")
