@@ -55,15 +55,16 @@ def _listing(kind: str, keys: list[str]) -> str:
 
 def load_strict(model: nn.Module, state: dict[str, Tensor], source: str) -> nn.Module:
     """Load ``state`` into ``model`` with ``strict=True``; raise CheckpointError naming ``source`` and the keys otherwise."""
-    expected, got = set(model.state_dict()), set(state)
-    missing, unexpected = sorted(expected - got), sorted(got - expected)
-    if missing or unexpected:
-        parts = [_listing(kind, keys) for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    reshaped = sorted(
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in set(own) & set(state) if state[k].shape != own[k].shape
+    )
+    kinds = (("missing", missing), ("unexpected", unexpected), ("file-vs-model shape", reshaped))
+    parts = [_listing(kind, keys) for kind, keys in kinds if keys]
+    if parts:
         raise CheckpointError(f"weight file {source!r} does not match {type(model).__name__}: " + "; ".join(parts))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:  # shape mismatches
-        raise CheckpointError(f"weight file {source!r} does not match {type(model).__name__}: {err}") from err
+    model.load_state_dict(state, strict=True)
     return model
 
 
