@@ -43,6 +43,33 @@ def tiny_model() -> Pi3X:
     return model
 
 
+def _make_pinhole(model: Pi3X) -> Pi3X:
+    """Set the point head so local points are (u, v, 1) on the view-plane UV grid: a true pinhole camera.
+
+    Output block 0 (xy): its 3x3 conv passes the UV channels (+1, so ReLU keeps them) through its
+    centre tap and the 1x1 conv subtracts the 1 again; output block 1 (log z) is zero, so z = 1.
+    Random weights elsewhere keep poses, conf and the metric scale non-trivial.
+    """
+    c = TINY.upsample_dims[-1]  # feature channels before the 2 UV channels
+    xy_conv, _, xy_out = model.point_head.output_block[0]
+    with torch.no_grad():
+        xy_conv.weight.zero_(), xy_conv.bias.zero_()
+        xy_conv.weight[0, c, 1, 1] = xy_conv.weight[1, c + 1, 1, 1] = 1.0
+        xy_conv.bias[:2] = 1.0
+        xy_out.weight.zero_()
+        xy_out.weight[0, 0] = xy_out.weight[1, 1] = 1.0
+        xy_out.bias.fill_(-1.0)
+        for p in model.point_head.output_block[1].parameters():
+            p.zero_()
+    return model
+
+
+@pytest.fixture(scope="module")
+def pinhole_model() -> Pi3X:
+    torch.manual_seed(1)
+    return _make_pinhole(Pi3X(TINY).eval())
+
+
 @pytest.fixture(scope="module")
 def tiny_weights(tiny_model, tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("pi3x") / "tiny.safetensors"
@@ -196,14 +223,30 @@ def _peak_bytes(model: Pi3X, T: int) -> int:
 
 
 def test_windowed_memory_is_flat_in_video_length(tiny_model):
-    short, long = _peak_bytes(tiny_model, 14), _peak_bytes(tiny_model, 62)
+    short, long = _peak_bytes(tiny_model, 14), _peak_bytes(tiny_model, 38)
     assert long < 1.25 * short, (short, long)
 
 
 # --- backend ----------------------------------------------------------------------------------
 
 
-def test_backend_registers_loads_hashes_and_predicts(tiny_weights):
+def test_model_points_give_intrinsics_that_reproject_them_to_the_pixel_grid(pinhole_model):
+    with torch.no_grad():
+        out = pinhole_model(torch.rand(1, 2, 3, 28, 42))
+    local = out.local_points[0].double().numpy()
+    assert (local[..., 2] > 0).all()
+    K = intrinsics_from_points(local, np.ones(local.shape[:3]))
+    assert (K[:, 0, 0] > 0).all() and (K[:, 1, 1] > 0).all()
+    np.testing.assert_allclose(K[:, :2, 2], np.broadcast_to([20.5, 13.5], (2, 2)), atol=1e-6)  # centred grid
+    proj = np.einsum("nij,nhwj->nhwi", K, local)
+    v, u = np.mgrid[0:28, 0:42]
+    np.testing.assert_allclose(proj[..., 0] / proj[..., 2], np.broadcast_to(u, (2, 28, 42)), atol=1e-4)
+    np.testing.assert_allclose(proj[..., 1] / proj[..., 2], np.broadcast_to(v, (2, 28, 42)), atol=1e-4)
+
+
+def test_backend_registers_loads_hashes_and_predicts(pinhole_model, tmp_path):
+    tiny_weights = str(tmp_path / "pinhole.safetensors")
+    save_file({k: v.contiguous() for k, v in pinhole_model.state_dict().items()}, tiny_weights)
     assert "pi3x" in BACKENDS
     backend = make_backend("pi3x", weights=tiny_weights, device="cpu", window=6, overlap=2,
                            pixel_budget=28 * 42, config=TINY)
@@ -215,3 +258,6 @@ def test_backend_registers_loads_hashes_and_predicts(tiny_weights):
     assert pred.backend == "pi3x" and not pred.metric
     np.testing.assert_allclose(pred.c2w[0], np.eye(4), atol=1e-12)
     assert (pred.depth > 0).all()
+    H, W = frames.shape[1:3]  # the network saw 28 x 42; K is rescaled to the 30 x 44 input pixels
+    np.testing.assert_allclose(pred.K[:, 0, 2], (W - 1) / 2, atol=1e-5)
+    np.testing.assert_allclose(pred.K[:, 1, 2], (H - 1) / 2, atol=1e-5)
