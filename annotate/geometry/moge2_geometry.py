@@ -50,12 +50,12 @@ def recover_focal_shift(points: torch.Tensor, mask: torch.Tensor | None = None) 
     ``mask`` (B, H, W) bool marks pixels to fit (all when None). A frame with
     fewer than 2 usable pixels gets focal 1 and shift 0 (a 90-degree diagonal
     field of view, the solver's neutral start) rather than an error, so one
-    blank frame does not stop a video.
+    blank frame does not stop a video. The fit is not differentiable (points are detached).
     """
     B, H, W, _ = points.shape
     uv = view_plane_uv(W, H, W / H, dtype=torch.float32, device=points.device)
     nearest = lambda t: F.interpolate(t, SOLVE_GRID, mode="nearest")  # noqa: E731
-    pts = nearest(points.float().permute(0, 3, 1, 2)).permute(0, 2, 3, 1).cpu().numpy()
+    pts = nearest(points.detach().float().permute(0, 3, 1, 2)).permute(0, 2, 3, 1).cpu().numpy()
     uv_lr = nearest(uv.permute(2, 0, 1)[None]).permute(0, 2, 3, 1)[0].cpu().numpy()
     keep = (np.ones(pts.shape[:3], bool) if mask is None
             else nearest(mask.float()[:, None]).squeeze(1).cpu().numpy() > 0)
