@@ -13,6 +13,7 @@ One run::
                                         ``num_gpus_per_actor`` may be a fraction
     3 driver            results stream back here; samples go to one ShardWriter
                         (shards under a temporary name, renamed when complete)
+                        (steps 2-4: :mod:`wmkit.datasets.item_runner`, shared with render)
     4 status.parquet    a row per clip: "done" only after its shard is published,
                         "failed" with (stage, reason) otherwise
 
@@ -38,45 +39,23 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, Literal, Mapping
 
-import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from wmkit.annotate.config import AnnotateConfig
 from wmkit.annotate.stages import StageError, annotate_clip
-from wmkit.datasets.ingest import _StatusTable
-from wmkit.datasets.sample import MEMBERS, Sample, SampleError
-from wmkit.datasets.shard_format import INDEX_FILE, read_index
-from wmkit.datasets.shard_writer import ShardWriter
+from wmkit.datasets.item_runner import ItemResult, ItemWorker, RayResources, local_results, ray_results, run_to_shards
+from wmkit.datasets.sample import SampleError
+from wmkit.datasets.status import StatusTable
 from wmkit.manifests.schema import read_manifest, validate
 
-__all__ = ["Annotator", "ClipResult", "annotate_manifest"]
-
-#: Ray Data column holding each sample member (column names avoid the dots of member names).
-_MEMBER_COLUMNS = {member: member.replace(".", "_") for member in MEMBERS}
+__all__ = ["Annotator", "annotate_manifest"]
 
 
-@dataclass(frozen=True)
-class ClipResult:
-    """What an annotator hands back for one clip: the sample's members, or the failing stage and reason."""
-
-    clip_id: str
-    members: dict[str, bytes] | None  # Sample.to_members() when annotated
-    stage: str = ""
-    reason: str = ""
-
-
-class Annotator:
-    """Backends built and set up once; annotates manifest rows one by one (one per Ray actor).
-
-    Also the Ray Data callable: ``__call__`` maps a batch of manifest rows
-    (columns of numpy arrays) to a batch of results (``clip_id``, ``stage``,
-    ``reason`` and one bytes column per sample member, empty when failed).
-    """
+class Annotator(ItemWorker):
+    """Backends built and set up once; annotates manifest rows one by one (one per Ray actor)."""
 
     def __init__(self, config: AnnotateConfig) -> None:
         from wmkit.annotate.backends import make_backend
@@ -93,102 +72,17 @@ class Annotator:
         except Exception as err:  # a missing weight file fails every clip with its reason, not the run
             self.setup_error = f"{type(err).__name__}: {err}"
 
-    def annotate(self, row: Mapping[str, Any]) -> ClipResult:
+    def process(self, row: Mapping[str, Any]) -> ItemResult:
         """Annotate one row; every failure comes back as a result naming the stage."""
         clip_id = str(row["clip_id"])
         if self.setup_error:
-            return ClipResult(clip_id, None, "setup", self.setup_error)
+            return ItemResult(clip_id, None, "setup", self.setup_error)
         try:
-            return ClipResult(clip_id, annotate_clip(row, self.geometry, self.metric, self.config).to_members())
+            return ItemResult(clip_id, annotate_clip(row, self.geometry, self.metric, self.config).to_members())
         except StageError as err:
-            return ClipResult(clip_id, None, err.stage, err.reason)
+            return ItemResult(clip_id, None, err.stage, err.reason)
         except SampleError as err:  # Sample.to_members (json not serialisable)
-            return ClipResult(clip_id, None, "sample", str(err))
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = pd.DataFrame(batch).to_dict("records")
-        results = [self.annotate(row) for row in rows]
-        out = {
-            "clip_id": np.array([r.clip_id for r in results], dtype=object),
-            "stage": np.array([r.stage for r in results], dtype=object),
-            "reason": np.array([r.reason for r in results], dtype=object),
-        }
-        for member, column in _MEMBER_COLUMNS.items():
-            out[column] = np.array([(r.members or {}).get(member, b"") for r in results], dtype=object)
-        return out
-
-
-def _from_batch(batch: Mapping[str, np.ndarray]) -> Iterator[ClipResult]:
-    """Results of one Ray Data output batch (inverse of :meth:`Annotator.__call__`)."""
-    for i, clip_id in enumerate(batch["clip_id"]):
-        members = {m: bytes(batch[c][i]) for m, c in _MEMBER_COLUMNS.items() if len(batch[c][i])}
-        stage = str(batch["stage"][i])
-        yield ClipResult(str(clip_id), None if stage else members, stage, str(batch["reason"][i]))
-
-
-def _local_results(rows: list[dict[str, Any]], config: AnnotateConfig) -> Iterator[ClipResult]:
-    """The stage list in this process, rows in manifest order."""
-    annotator = Annotator(config)
-    for row in rows:
-        yield annotator.annotate(row)
-
-
-def _ray_results(rows: list[dict[str, Any]], config: AnnotateConfig, progress: bool) -> Iterator[ClipResult]:
-    """Ray Data over the rows with an actor pool of :class:`Annotator` (completion order)."""
-    import ray
-    import ray.data
-
-    if not ray.is_initialized():
-        ray.init()
-    ray.data.DataContext.get_current().enable_progress_bars = progress
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
-        Annotator,
-        fn_constructor_args=(config,),
-        batch_size=1,  # one clip per task: a killed worker re-runs one clip
-        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
-        num_cpus=config.num_cpus_per_actor,
-        num_gpus=config.num_gpus_per_actor or None,
-        # Ray Data's actor pools restart a dead actor and re-run the task it held
-        # (max_restarts = max_task_retries = -1 by default); the killed-worker test checks it.
-    )
-    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-        yield from _from_batch(batch)
-
-
-def _todo(manifest: pd.DataFrame, out_dir: str, table: _StatusTable, retry_failed: bool) -> list[dict[str, Any]]:
-    """Rows still to annotate; marks clips published but not yet recorded (a crash between the two) done."""
-    index = read_index(out_dir) if os.path.exists(os.path.join(out_dir, INDEX_FILE)) else None
-    done = dict(zip(index["key"], index["shard"])) if index is not None else {}
-    for clip_id, shard in done.items():
-        if table.rows.get(clip_id, {}).get("status") != "done":
-            table.set(clip_id, "done", shard=shard)
-    failed = {c for c, r in table.rows.items() if r["status"] == "failed"}
-    return [
-        row
-        for row in manifest.to_dict("records")
-        if row["clip_id"] not in done and (retry_failed or row["clip_id"] not in failed)
-    ]
-
-
-def _write(results: Iterable[ClipResult], writer: ShardWriter, table: _StatusTable, bar: tqdm) -> None:
-    """Write each annotated clip, record each failure; one result per clip id."""
-    seen: set[str] = set()
-    failures = 0
-    for result in results:
-        if result.clip_id in seen:  # Ray executes at least once; a repeat is dropped, never written twice
-            continue
-        seen.add(result.clip_id)
-        if result.members is None:
-            table.set(result.clip_id, "failed", result.stage, result.reason)
-            failures += 1
-        else:
-            try:
-                writer.write(Sample.from_members(result.clip_id, result.members))
-            except SampleError as err:
-                table.set(result.clip_id, "failed", "write", str(err))
-                failures += 1
-        bar.update()
-        bar.set_postfix(failed=failures, refresh=False)
+            return ItemResult(clip_id, None, "sample", str(err))
 
 
 def annotate_manifest(
@@ -218,22 +112,17 @@ def annotate_manifest(
     validate(df)
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
-    table = _StatusTable(out_dir)
-    todo = _todo(df, out_dir, table, retry_failed)
+    table = StatusTable(out_dir)
+    skip = table.resume(retry_failed)
+    todo = [row for row in df.to_dict("records") if row["clip_id"] not in skip]
+    resources = RayResources(config.num_actors, config.num_cpus_per_actor, config.num_gpus_per_actor)
 
-    def on_publish(shard: str, keys: list[str]) -> None:
-        for key in keys:
-            table.set(key, "done", shard=shard)
-        table.save()
+    def results(rows: list[dict[str, Any]]) -> Iterator[ItemResult]:
+        if runner == "local":
+            return local_results(rows, lambda: Annotator(config))
+        return ray_results(rows, Annotator, (config,), resources, progress)
 
-    try:
-        with (
-            ShardWriter(out_dir, config.prefix, config.max_count, config.max_bytes, on_publish=on_publish) as writer,
-            tqdm(total=len(todo), desc=f"annotate ({runner})", unit="clip", disable=not progress) as bar,
-        ):
-            if todo:
-                results = _local_results(todo, config) if runner == "local" else _ray_results(todo, config, progress)
-                _write(results, writer, table, bar)
-    finally:
-        table.save()
-    return table.frame()
+    return run_to_shards(
+        out_dir, todo, results, table, prefix=config.prefix, max_count=config.max_count,
+        max_bytes=config.max_bytes, desc=f"annotate ({runner})", unit="clip", progress=progress,
+    )  # fmt: skip

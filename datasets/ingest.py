@@ -36,7 +36,6 @@ import json
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -45,9 +44,11 @@ from tqdm import tqdm
 
 from wmkit import __version__
 from wmkit.datasets.cameras import Cameras
+from wmkit.datasets.item_runner import ClipError, clip_stage
 from wmkit.datasets.sample import Sample, SampleError
-from wmkit.datasets.shard_format import INDEX_FILE, read_index
 from wmkit.datasets.shard_writer import ShardWriter
+# the status names are re-exported: train/latents.py and the CLIs import them from here
+from wmkit.datasets.status import STATUS_DTYPES, STATUS_FILE, StatusTable, read_status, status_summary
 from wmkit.manifests.schema import read_manifest, validate
 
 __all__ = [
@@ -61,28 +62,6 @@ __all__ = [
     "status_summary",
 ]
 
-STATUS_FILE = "status.parquet"
-STATUS_DTYPES: dict[str, str] = {
-    "clip_id": "string",
-    "status": "string",  # "done" | "failed"
-    "stage": "string",  # failing stage ("" when done)
-    "reason": "string",  # error message ("" when done)
-    "shard": "string",  # shard holding the sample ("" when failed)
-    "finished_at": "datetime64[ns, UTC]",
-}
-
-
-class ClipError(Exception):
-    """One clip failed at one ingest stage; a status row, not a crash."""
-
-    def __init__(self, clip_id: str, stage: str, reason: str) -> None:
-        super().__init__(clip_id, stage, reason)
-        self.clip_id, self.stage, self.reason = clip_id, stage, reason
-
-    def __str__(self) -> str:
-        return f"clip {self.clip_id}: {self.stage}: {self.reason}"
-
-
 @dataclass(frozen=True)
 class IngestConfig:
     """What determines a sample's bytes; hashed into every sample's provenance."""
@@ -95,17 +74,6 @@ class IngestConfig:
     def config_hash(self) -> str:
         """sha256 of the config as sorted JSON."""
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
-
-
-@contextmanager
-def _stage(clip_id: str, stage: str) -> Iterator[None]:
-    """Turn any error inside the block into :class:`ClipError` for ``stage``."""
-    try:
-        yield
-    except ClipError:
-        raise
-    except Exception as err:  # failures are data: any error of this clip becomes its status row
-        raise ClipError(clip_id, stage, f"{type(err).__name__}: {err}") from err
 
 
 def _scale_intrinsics(cameras: Cameras, sx: float, sy: float) -> Cameras:
@@ -126,9 +94,9 @@ def build_sample(row: Mapping[str, Any], config: IngestConfig = IngestConfig()) 
     from wmkit.datasets.video import decode_clip, encode_mp4
 
     clip_id, fps = str(row["clip_id"]), float(row["fps"])
-    with _stage(clip_id, "cameras"):
+    with clip_stage(clip_id, "cameras"):
         cameras = load_source_cameras(row).validate(name=f"clip {clip_id}")
-    with _stage(clip_id, "decode"):
+    with clip_stage(clip_id, "decode"):
         frames = decode_clip(
             row["media_uri"], row["start_s"], row["end_s"], size=config.size, backend=config.backend, source_fps=fps
         )
@@ -136,13 +104,13 @@ def build_sample(row: Mapping[str, Any], config: IngestConfig = IngestConfig()) 
         raise ClipError(clip_id, "frames", f"video span has {len(frames)} frames but the cameras have {len(cameras)}")
     height, width = frames.shape[1:3]
     if config.size is not None:
-        with _stage(clip_id, "cameras"):
+        with clip_stage(clip_id, "cameras"):
             if not (row["width"] > 0 and row["height"] > 0):
                 raise ValueError("manifest width/height unknown, cannot rescale K to the stored size")
             cameras = _scale_intrinsics(cameras, width / row["width"], height / row["height"])
-    with _stage(clip_id, "encode"):
+    with clip_stage(clip_id, "encode"):
         mp4 = encode_mp4(frames, fps, crf=config.crf, preset=config.preset, name=f"clip {clip_id}")
-    with _stage(clip_id, "sample"):
+    with clip_stage(clip_id, "sample"):
         return Sample(clip_id, mp4, cameras, _meta(row, config, len(frames), width, height)).validate()
 
 
@@ -201,35 +169,6 @@ def _results(
             yield row_done, future.result()
 
 
-def read_status(out_dir: str | os.PathLike) -> pd.DataFrame:
-    """``out_dir/status.parquet`` with :data:`STATUS_DTYPES` (empty when absent)."""
-    path = os.path.join(os.fspath(out_dir), STATUS_FILE)
-    if not os.path.exists(path):
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in STATUS_DTYPES.items()})
-    return pd.read_parquet(path).astype(STATUS_DTYPES)
-
-
-class _StatusTable:
-    """Status rows keyed by clip id, written atomically on every change of record."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.path = os.path.join(out_dir, STATUS_FILE)
-        self.rows = {r["clip_id"]: r for r in read_status(out_dir).to_dict("records")}
-
-    def set(self, clip_id: str, status: str, stage: str = "", reason: str = "", shard: str = "") -> None:
-        now = pd.Timestamp.now(tz="UTC")
-        self.rows[clip_id] = dict(clip_id=clip_id, status=status, stage=stage, reason=reason, shard=shard, finished_at=now)
-
-    def frame(self) -> pd.DataFrame:
-        df = pd.DataFrame.from_records(list(self.rows.values()), columns=list(STATUS_DTYPES))
-        return df.astype(STATUS_DTYPES)
-
-    def save(self) -> None:
-        tmp = self.path + ".tmp"
-        self.frame().to_parquet(tmp, index=False)
-        os.replace(tmp, self.path)
-
-
 def ingest_manifest(
     manifest: pd.DataFrame | str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -260,27 +199,13 @@ def ingest_manifest(
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     config = IngestConfig(size=tuple(size) if size is not None else None)
-    table = _StatusTable(out_dir)
-    index = read_index(out_dir) if os.path.exists(os.path.join(out_dir, INDEX_FILE)) else None
-    done = dict(zip(index["key"], index["shard"])) if index is not None else {}
-    for clip_id, shard in done.items():  # published but not yet recorded (a crash between the two)
-        if table.rows.get(clip_id, {}).get("status") != "done":
-            table.set(clip_id, "done", shard=shard)
-    failed = {c for c, r in table.rows.items() if r["status"] == "failed"}
-    todo = [
-        row
-        for row in df.to_dict("records")
-        if row["clip_id"] not in done and (retry_failed or row["clip_id"] not in failed)
-    ]
-
-    def on_publish(shard: str, keys: list[str]) -> None:
-        for key in keys:
-            table.set(key, "done", shard=shard)
-        table.save()
+    table = StatusTable(out_dir)
+    skip = table.resume(retry_failed)
+    todo = [row for row in df.to_dict("records") if row["clip_id"] not in skip]
 
     try:
         with (
-            ShardWriter(out_dir, prefix, max_count, max_bytes, on_publish=on_publish) as writer,
+            ShardWriter(out_dir, prefix, max_count, max_bytes, on_publish=table.on_publish) as writer,
             tqdm(total=len(todo), desc="ingest", unit="clip", disable=not progress) as bar,
         ):
             failures = 0
@@ -299,12 +224,3 @@ def ingest_manifest(
     finally:
         table.save()
     return table.frame()
-
-
-def status_summary(status: pd.DataFrame) -> str:
-    """Counts of done/failed clips, then one line per failure: clip id, stage, reason."""
-    counts = status["status"].value_counts()
-    lines = [f"done: {int(counts.get('done', 0))}  failed: {int(counts.get('failed', 0))}"]
-    for row in status[status["status"] == "failed"].itertuples(index=False):
-        lines.append(f"  {row.clip_id} [{row.stage}] {row.reason}")
-    return "\n".join(lines)
