@@ -23,7 +23,7 @@ EXAMPLES = """examples:
       --set ba.per_frame_intrinsics=false --set size=320x192 --set num_actors=2 --retry-failed
   # one 8-GPU node of a Ray cluster (RAY_ADDRESS set)
   wmkit annotate --manifest spatialvid.parquet --out shards/spatialvid --preset h100_x8 \\
-      --backend pi3x --metric-backend moge2 --set geometry_options.weights=/ckpt/pi3x.safetensors
+      --pi3x-weights /ckpt/pi3x.safetensors --moge-weights /ckpt/moge2.safetensors
 """
 
 
@@ -39,10 +39,14 @@ def build_config(args: argparse.Namespace):
     from wmkit.annotate.config import apply_overrides, preset
 
     overrides = []
-    if args.backend:
-        overrides.append(f"geometry_backend={args.backend}")
-    if args.metric_backend:
-        overrides.append(f"metric_backend={args.metric_backend}")
+    if args.backend or args.pi3x_weights:
+        overrides.append(f"geometry_backend={args.backend or 'pi3x'}")
+    if args.metric_backend or args.moge_weights:
+        overrides.append(f"metric_backend={args.metric_backend or 'moge2'}")
+    if args.pi3x_weights:
+        overrides.append(f"geometry_options.weights={args.pi3x_weights}")
+    if args.moge_weights:
+        overrides.append(f"metric_options.weights={args.moge_weights}")
     config = apply_overrides(preset(args.preset), overrides + list(args.set))
     for module in config.plugins:  # out-of-tree backends register on import
         importlib.import_module(module)
@@ -97,6 +101,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--preset", default="laptop", help="starting config (default: laptop)")
     parser.add_argument("--backend", help="geometry backend (up-to-scale poses + depth), e.g. perturbed, colmap")
     parser.add_argument("--metric-backend", help="metric-depth backend, e.g. perturbed_metric")
+    parser.add_argument("--pi3x-weights", help="local Pi3X checkpoint (.safetensors or .pt); implies --backend pi3x")
+    parser.add_argument("--moge-weights", help="local MoGe-2 checkpoint; implies --metric-backend moge2")
     parser.add_argument("--gt-root", help="ground-truth folder for the perturbed test backends")
     parser.add_argument("--runner", choices=("ray", "local"), default="ray", help="Ray Data or in-process")
     parser.add_argument(

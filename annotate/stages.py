@@ -30,7 +30,6 @@ confidence >= ``config.fusion.min_conf``.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from wmkit.annotate.quality import quality_failures, quality_metrics
 from wmkit.annotate.types import AnnotateError, Backend
 from wmkit.datasets.cameras import Cameras
 from wmkit.datasets.sample import Sample
+from wmkit.model.vae import file_sha256
 
 __all__ = ["StageError", "annotate_clip", "decode_stage", "depth_member", "weight_sha256"]
 
@@ -107,12 +107,8 @@ def depth_member(depth: np.ndarray, conf: np.ndarray, min_conf: float) -> tuple[
 
 @functools.lru_cache(maxsize=64)
 def _file_sha256(path: str, mtime_ns: int, size: int) -> str:
-    """sha256 of a file (cached per path, mtime and size: weights are hashed once per worker)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """sha256 of a file, cached per path, mtime and size: weights are hashed once per worker."""
+    return file_sha256(path)
 
 
 def weight_sha256(options: Mapping[str, Any]) -> dict[str, str]:

@@ -221,3 +221,24 @@ def test_cli_annotates_with_overrides_and_reports_failures(source, tmp_path, cap
     assert unknown.run(unknown) == 2 and "unknown backend(s) ['pi9']" in capsys.readouterr().err
     colmap = parser.parse_args(argv + ["--backend", "colmap"])
     assert cli.build_config(colmap).geometry_options == {}  # colmap takes no ground truth
+
+
+def test_cli_weight_flags_pick_the_network_backends_and_a_missing_file_fails_by_name(source, tmp_path, capsys):
+    from wmkit.annotate import cli
+
+    root, manifest = source
+    path = tmp_path / "manifest.parquet"
+    manifest.iloc[:1].to_parquet(path)
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="verb"))
+    pi3x, moge = tmp_path / "absent-pi3x.safetensors", tmp_path / "absent-moge2.safetensors"
+    argv = ["annotate", "--manifest", str(path), "--out", str(tmp_path / "out"), "--runner", "local", "--quiet",
+            "--preset", "cpu_test", "--pi3x-weights", str(pi3x), "--moge-weights", str(moge)]
+    args = parser.parse_args(argv)
+    config = cli.build_config(args)
+    assert (config.geometry_backend, config.metric_backend) == ("pi3x", "moge2")
+    assert config.geometry_options["weights"] == str(pi3x) and config.metric_options["weights"] == str(moge)
+    assert args.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "done: 0  failed: 1" in printed and "absent-pi3x.safetensors" in printed
+    assert not list((tmp_path / "out").glob("*.tar"))

@@ -17,7 +17,6 @@ Only the newest `keep_last` checkpoints are kept.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import shutil
@@ -29,20 +28,14 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
+from wmkit.model.vae import file_sha256
+
 MANIFEST = "manifest.json"
 _PREFIX = "step-"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is incomplete or does not match its manifest."""
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _rank_world() -> tuple[int, int]:
@@ -102,7 +95,7 @@ def set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator) ->
 
 def write_manifest(path: Path, step: int, config: dict[str, Any], config_hash: str) -> dict[str, Any]:
     """Write `manifest.json` listing sha256 and size of every file in `path`; return it."""
-    files = {p.name: {"sha256": _file_sha256(p), "bytes": p.stat().st_size}
+    files = {p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}
              for p in sorted(path.iterdir()) if p.is_file() and p.name != MANIFEST}
     manifest = {"step": step, "config": config, "config_hash": config_hash, "files": files}
     (path / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -126,7 +119,7 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
         if f.stat().st_size != want["bytes"]:
             raise CheckpointError(f"checkpoint {path} is corrupted: {name} has {f.stat().st_size} bytes, "
                                   f"the manifest says {want['bytes']}")
-        if _file_sha256(f) != want["sha256"]:
+        if file_sha256(f) != want["sha256"]:
             raise CheckpointError(f"checkpoint {path} is corrupted: {name} fails its sha256 check")
     return manifest
 
