@@ -1,0 +1,33 @@
+"""bench/geometry.py runs end to end on CPU (--smoke) and writes the summary issue 6 names."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_smoke_run_writes_the_summary_and_table(tmp_path):
+    out = tmp_path / "geometry.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "geometry.py"), "--smoke", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    summary = result["summary"]
+    assert result["smoke"] is True and summary["device"].endswith("CPU")
+    for net in ("pi3x", "moge2"):
+        for key in (f"{net}_fps_518", f"{net}_fps_720p", f"{net}_long_clip_peak_mem_gb"):
+            assert math.isfinite(summary[key]) and summary[key] > 0, key
+        assert summary[f"{net}_fps_518_compiled"] is None  # smoke skips torch.compile
+    timed = [c for c in result["cases"] if c["case"] == "fps"]
+    assert len(timed) == 4 and all(c["frames"] == result["fps_frames"] for c in timed)
+    longs = [c for c in result["cases"] if c["case"] == "long"]
+    assert [c["frames"] for c in longs] == [result["long_frames"]] * 2
+    table = out.with_suffix(".md").read_text()
+    assert table.count("| pi3x |") == 3 and table.count("| moge2 |") == 3
