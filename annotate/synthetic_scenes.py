@@ -60,10 +60,10 @@ import pandas as pd
 from scipy.ndimage import map_coordinates
 
 from wmkit.datasets.cameras import Cameras
-from wmkit.datasets.synthetic import SyntheticClip
+from wmkit.datasets.synthetic import SyntheticClip, write_ground_truth
 from wmkit.manifests.schema import extra_json, to_manifest
 
-__all__ = ["render_scene_clip", "write_ground_truth", "write_synthetic_source", "SYNTHETIC_LICENSE"]
+__all__ = ["render_scene_clip", "write_synthetic_source", "SYNTHETIC_LICENSE"]
 
 SYNTHETIC_LICENSE = "CC0-1.0"  # rendered here from code; no third-party content
 DEFAULT_ZOOM = 0.4  # relative focal change of a zooming clip in write_synthetic_source
@@ -325,25 +325,6 @@ def render_scene_clip(
         cameras=cameras.validate(f"synthetic scene seed={seed}"),
         depth=np.stack([depth for _, depth in rendered]),
     )
-
-
-def write_ground_truth(clip: SyntheticClip, gt_dir: Path) -> None:
-    """Write ``gt_dir/cameras.npz`` (wmkit Cameras) and ``gt_dir/depth.npz`` (depth float32 metres, valid bool).
-
-    ``valid`` marks pixels whose ray hit a surface; their depth is 0 elsewhere.
-    Each file is written to a temporary name and renamed, so a reader never
-    sees half a file.
-    """
-    gt_dir = Path(gt_dir)
-    gt_dir.mkdir(parents=True, exist_ok=True)
-    valid = np.isfinite(clip.depth) & (clip.depth > 0)
-    partial = gt_dir / "depth.npz.partial"
-    with open(partial, "wb") as f:
-        np.savez_compressed(f, depth=np.where(valid, clip.depth, 0.0).astype(np.float32), valid=valid)
-    partial.replace(gt_dir / "depth.npz")
-    partial = gt_dir / "cameras.npz.partial"
-    clip.cameras.save(str(partial))
-    partial.replace(gt_dir / "cameras.npz")
 
 
 def write_synthetic_source(

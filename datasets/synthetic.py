@@ -13,12 +13,13 @@ Scene (world frame, metres; the camera starts near the origin looking along +z):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from wmkit.datasets.cameras import Cameras
 
-__all__ = ["SyntheticClip", "render_room_clip"]
+__all__ = ["SyntheticClip", "render_room_clip", "write_ground_truth"]
 
 _ROOM_HALF_EXTENT_M = np.array([4.0, 1.5, 6.0])  # a 8 x 3 x 12 m room
 # One base colour per wall, ordered (-x, +x, -y, +y, -z, +z).
@@ -109,3 +110,22 @@ def render_room_clip(
     index = np.arange(num_frames)
     cameras = Cameras(c2w=c2w, K=K, t=index / fps, frame_index=index, metric=True, scale_confidence=1.0)
     return SyntheticClip(frames=frames, cameras=cameras.validate(f"synthetic clip seed={seed}"), depth=depth)
+
+
+def write_ground_truth(clip: SyntheticClip, gt_dir: Path) -> None:
+    """Write ``gt_dir/cameras.npz`` (wmkit Cameras) and ``gt_dir/depth.npz`` (depth float32 metres, valid bool).
+
+    ``valid`` marks pixels whose ray hit a surface; their depth is 0 elsewhere.
+    Each file is written to a temporary name and renamed, so a reader never
+    sees half a file.
+    """
+    gt_dir = Path(gt_dir)
+    gt_dir.mkdir(parents=True, exist_ok=True)
+    valid = np.isfinite(clip.depth) & (clip.depth > 0)
+    partial = gt_dir / "depth.npz.partial"
+    with open(partial, "wb") as f:
+        np.savez_compressed(f, depth=np.where(valid, clip.depth, 0.0).astype(np.float32), valid=valid)
+    partial.replace(gt_dir / "depth.npz")
+    partial = gt_dir / "cameras.npz.partial"
+    clip.cameras.save(str(partial))
+    partial.replace(gt_dir / "cameras.npz")

@@ -106,8 +106,7 @@ def write_bad_clips(root: Path, template_id: str, num_frames: int, fps: float = 
     ``bad-black`` (all-black frames), ``bad-static`` (frame 0 held still, with
     matching still ground truth). Returns their manifest rows.
     """
-    from wmkit.annotate.synthetic_scenes import write_ground_truth
-    from wmkit.datasets.synthetic import SyntheticClip
+    from wmkit.datasets.synthetic import SyntheticClip, write_ground_truth
     from wmkit.datasets.video import decode_clip
 
     videos, gt = root / "videos", root / "gt"

@@ -12,7 +12,8 @@ import pytest
 from wmkit.annotate.backends import BACKENDS, make_backend, register_backend
 from wmkit.annotate.backends.perturbed import PerturbedBackend, load_ground_truth
 from wmkit.annotate.evaluate import align_trajectories
-from wmkit.annotate.synthetic_scenes import render_scene_clip, write_ground_truth
+from wmkit.annotate.synthetic_scenes import render_scene_clip
+from wmkit.datasets.synthetic import write_ground_truth
 from wmkit.annotate.types import AnnotateError, Backend, Prediction
 
 T, H, W = 8, 24, 32

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from wmkit.annotate.synthetic_scenes import render_scene_clip, write_ground_truth, write_synthetic_source
+from wmkit.annotate.synthetic_scenes import render_scene_clip, write_synthetic_source
+from wmkit.datasets.synthetic import write_ground_truth
 from wmkit.datasets.cameras import Cameras
 from wmkit.datasets.video import decode_clip
 from wmkit.manifests.schema import validate
