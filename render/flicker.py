@@ -137,7 +137,7 @@ def _warped_errors(
                 per_pair[j, i] = err / (3 * n)
     return [
         Flicker(pairs=pairs, per_pair=per_pair[j], valid_fraction=valid_fraction,
-                mean=err_sum[j] / (3 * n_sum) if n_sum else float("nan"))  # fmt: skip
+                mean=float(err_sum[j] / (3 * n_sum)) if n_sum else float("nan"))  # fmt: skip
         for j in range(len(clips))
     ]
 

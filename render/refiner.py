@@ -13,11 +13,14 @@ Usage::
 Weights come from a local folder in the SD-Turbo / diffusers layout, never downloaded
 (DESIGN §6)::
 
-    FOLDER/unet/          config.json + weights   UNet2DConditionModel
-    FOLDER/vae/           config.json + weights   AutoencoderKL
-    FOLDER/text_encoder/  config.json + weights   CLIPTextModel
-    FOLDER/tokenizer/     vocab.json, merges.txt  CLIPTokenizer
-    FOLDER/scheduler/     scheduler_config.json   read as DDPMScheduler, clip_sample off
+    FOLDER/unet/          config.json + *.safetensors   UNet2DConditionModel
+    FOLDER/vae/           config.json + *.safetensors   AutoencoderKL
+    FOLDER/text_encoder/  config.json + *.safetensors   CLIPTextModel
+    FOLDER/tokenizer/     vocab.json, merges.txt        CLIPTokenizer
+    FOLDER/scheduler/     scheduler_config.json         read as DDPMScheduler, clip_sample off
+
+Weights are read from safetensors only (plain names, else the ``*.fp16.*`` variant);
+their sha256 go to :meth:`Refiner.provenance`.
 
 The math is DiFix3D's (nv-tlabs/Difix3D ``src/model.py::Difix.forward`` and
 ``src/pipeline_difix.py``)::
@@ -60,7 +63,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wmkit.model.vae import weight_sha256
+from wmkit.model.vae import file_sha256
 
 __all__ = ["PROMPT", "TIMESTEP", "Refiner", "RefinerError", "load_refiner"]
 
@@ -89,8 +92,7 @@ def _check_folder(path: Path) -> None:
     if not path.is_dir():
         raise FileNotFoundError(f"refiner folder {path} does not exist")
     missing = [str(path / sub / name) for sub, name in _COMPONENTS.items() if not (path / sub / name).is_file()]
-    missing += [f"{path / sub}/*.safetensors|*.bin" for sub in _WEIGHTED
-                if (path / sub).is_dir() and not _weight_files(path / sub)]  # fmt: skip
+    missing += [f"{path / sub}/*.safetensors" for sub in _WEIGHTED if (path / sub).is_dir() and not _weight_files(path / sub)[0]]
     if missing:
         raise FileNotFoundError(
             f"refiner folder {path} is incomplete; missing: {', '.join(missing)} "
@@ -98,15 +100,15 @@ def _check_folder(path: Path) -> None:
         )
 
 
-def _weight_files(folder: Path) -> list[str]:
-    """Names of the weight files (*.safetensors, *.bin) in ``folder``, as ``weight_sha256`` picks them."""
-    return sorted(p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
+def _weight_files(folder: Path) -> tuple[list[Path], str | None]:
+    """The *.safetensors files ``from_pretrained`` will read in ``folder``, and their variant.
 
-
-def _variant(folder: Path) -> str | None:
-    """``"fp16"`` when the folder holds only ``*.fp16.*`` weight files (diffusers' variant naming)."""
-    names = _weight_files(folder)
-    return "fp16" if all(".fp16." in n for n in names) else None
+    Only safetensors are read (DESIGN §6: no pickled weights). Plain files win; ``*.fp16.*``
+    files (diffusers' "fp16" variant, as SD-Turbo ships) are used when no plain file exists.
+    """
+    files = sorted(p for p in folder.iterdir() if p.suffix == ".safetensors")
+    plain = [p for p in files if ".fp16." not in p.name]
+    return (plain, None) if plain or not files else (files, "fp16")
 
 
 def _strict(loaded: tuple, folder: Path) -> torch.nn.Module:
@@ -180,11 +182,13 @@ class Refiner:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[autocast_dtype]
-        self.weights = {sub: weight_sha256(self.path / sub) for sub in _WEIGHTED}
+        self.weights: dict[str, dict[str, str]] = {}
 
         def load(cls: type, sub: str) -> torch.nn.Module:
             folder = self.path / sub
-            loaded = cls.from_pretrained(folder, local_files_only=True, variant=_variant(folder),
+            files, variant = _weight_files(folder)
+            self.weights[sub] = {p.name: file_sha256(p) for p in files}
+            loaded = cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, variant=variant,
                                          output_loading_info=True)  # fmt: skip
             return _strict(loaded, folder).to(self.device).eval().requires_grad_(False)
 
@@ -259,7 +263,7 @@ class Refiner:
             eps = self.unet(z, t, encoder_hidden_states=self.prompt_embeds.expand(B * views, -1, -1),
                             cross_attention_kwargs={"views": views}).sample  # fmt: skip
             # step() draws (unused, std ~1e-10) variance noise; a private generator keeps the global RNG untouched.
-            gen = torch.Generator(self.device).manual_seed(0)
+            gen = torch.Generator(device=self.device).manual_seed(0)
             x0 = self.scheduler.step(eps.float(), TIMESTEP, z.float(), generator=gen).pred_original_sample
             image = self.vae.decode(x0[::views] / scale + shift).sample
         image = image.float().clamp(-1, 1)[:, :, :H, :W]

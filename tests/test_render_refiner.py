@@ -175,6 +175,16 @@ def test_missing_folder_or_component_is_named(tiny_dir: Path, tmp_path: Path) ->
     assert f"{broken / 'vae'}/*.safetensors" in str(err.value) and str(broken / "unet") not in str(err.value)
 
 
+def test_fp16_variant_files_are_read_and_hashed(tiny_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "fp16"
+    shutil.copytree(tiny_dir, folder)
+    (folder / "unet/diffusion_pytorch_model.safetensors").rename(folder / "unet/diffusion_pytorch_model.fp16.safetensors")
+    variant = load_refiner(folder)
+    assert list(variant.provenance()["weights"]["unet"]) == ["diffusion_pytorch_model.fp16.safetensors"]
+    frames = _frames(6, T=1)
+    np.testing.assert_array_equal(variant.refine(frames), load_refiner(tiny_dir).refine(frames))
+
+
 def test_weights_that_do_not_fit_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
     """E.g. DiFix3D's VAE decoder skip convs: refused by key, not silently dropped."""
     from safetensors.torch import load_file, save_file
