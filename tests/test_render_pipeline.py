@@ -19,7 +19,15 @@ from wmkit.datasets.video_decode import decode_mp4_bytes
 from wmkit.manifests.readers.dl3dv_gs import read_dl3dv_gs
 from wmkit.render.frames import pick_rasterizer, render_frames, scale_intrinsics
 from wmkit.render.path_planner import PathConfig, plan_path
-from wmkit.render.pipeline import PathRenderer, RenderConfig, path_seed, render_manifest, render_task, scene_tasks
+from wmkit.render.pipeline import (
+    PathRenderer,
+    RenderConfig,
+    path_seed,
+    render_demo,
+    render_manifest,
+    render_task,
+    scene_tasks,
+)
 from wmkit.render.reference_rasterizer import render_views
 from wmkit.render.scenes import load_scene, write_scene
 from wmkit.render.splats import write_ply
@@ -246,3 +254,13 @@ def test_cli_renders_on_the_local_runner_and_refuses_bad_input(scenes, tmp_path,
     assert odd.run(odd) == 2 and "multiple of depth_stride" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         parser.parse_args(argv + ["--size", "big"])
+
+
+# --- demo -------------------------------------------------------------------------------------
+
+
+def test_render_demo_writes_a_room_scene_manifest_and_verified_shards(tmp_path):
+    demo = render_demo(tmp_path, num_frames=FRAMES, size=(W, H), num_gaussians=600)
+    assert (demo.scene_dir / "transforms.json").is_file() and list(demo.manifest.source) == ["dl3dv_gs"]
+    assert list(demo.status.status) == ["done"] and verify_shards(demo.shard_dir, check_video=True).ok
+    assert read_sample(demo.shard_dir, "room-0_p000").num_frames == FRAMES
