@@ -50,11 +50,15 @@ Not supported: DiFix3D's VAE decoder skip connections (``decoder.skip_conv_*`` f
 by encoder activations). A VAE folder whose weights hold such keys, or any other key
 the diffusers class does not expect, is refused by name rather than half-loaded.
 
-Precision: CUDA runs under bf16 (default) or fp16 autocast; CPU runs in fp32.
+Precision: on CUDA the UNet and VAE run under bf16 (default) or fp16 autocast, except
+that with fp16 a VAE whose config sets ``force_upcast`` (SD's does) stays fp32, as in
+diffusers' pipelines; the scheduler step is fp32. CPU runs everything in fp32.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal
@@ -210,9 +214,15 @@ class Refiner:
         del text_encoder
 
     def provenance(self) -> dict:
-        """What refined a clip: folder, weight sha256s per component, prompt, timestep, VAE stride."""
+        """What refined a clip: folder, weight sha256s per component, prompt, timestep, VAE stride, and
+        ``version``: 16 hex of a sha256 over the weights' content, prompt and timestep (file names and
+        folder left out, so the same weights anywhere give the same version)."""
+        content = {k: sorted(v.values()) for k, v in self.weights.items()}
+        content["method"] = [PROMPT, str(TIMESTEP)]
+        version = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
         return {
             "class": "Refiner",
+            "version": version,
             "path": str(self.path),
             "weights": {k: dict(v) for k, v in self.weights.items()},
             "prompt": PROMPT,
@@ -246,6 +256,14 @@ class Refiner:
             out[i : i + self.batch_size] = self._refine_batch(frames[i : i + self.batch_size], ref)
         return out
 
+    def _autocast(self, vae: bool) -> torch.autocast | nullcontext:
+        """Autocast on CUDA; none on CPU, and none for an fp16 run of a VAE whose config asks for
+        fp32 (``force_upcast``: SD VAEs can overflow in fp16, as diffusers' pipelines also upcast)."""
+        fp32_vae = vae and self.autocast_dtype == torch.float16 and self.vae.config.force_upcast
+        if self.device.type != "cuda" or fp32_vae:
+            return nullcontext()
+        return torch.autocast("cuda", dtype=self.autocast_dtype)
+
     @torch.no_grad()
     def _refine_batch(self, frames: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
         """One UNet/VAE call over B frames (and their references): uint8 [B, H, W, 3] → uint8."""
@@ -255,16 +273,17 @@ class Refiner:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         s = self.space_stride
         x = F.pad(x, (0, -W % s, 0, -H % s), mode="replicate")
-        cuda = self.device.type == "cuda"
-        with torch.autocast("cuda", dtype=self.autocast_dtype) if cuda else nullcontext():
-            scale, shift = self.vae.config.scaling_factor, self.vae.config.shift_factor or 0.0
-            z = (self.vae.encode(x).latent_dist.mode() - shift) * scale
+        scale, shift = self.vae.config.scaling_factor, self.vae.config.shift_factor or 0.0
+        with self._autocast(vae=True):
+            z = (self.vae.encode(x).latent_dist.mode().float() - shift) * scale
+        with self._autocast(vae=False):
             t = torch.full((B * views,), TIMESTEP, device=self.device, dtype=torch.long)
             eps = self.unet(z, t, encoder_hidden_states=self.prompt_embeds.expand(B * views, -1, -1),
                             cross_attention_kwargs={"views": views}).sample  # fmt: skip
-            # step() draws (unused, std ~1e-10) variance noise; a private generator keeps the global RNG untouched.
-            gen = torch.Generator(device=self.device).manual_seed(0)
-            x0 = self.scheduler.step(eps.float(), TIMESTEP, z.float(), generator=gen).pred_original_sample
+        # step() draws (unused, std ~1e-10) variance noise; a private generator keeps the global RNG untouched.
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        x0 = self.scheduler.step(eps.float(), TIMESTEP, z, generator=gen).pred_original_sample
+        with self._autocast(vae=True):
             image = self.vae.decode(x0[::views] / scale + shift).sample
         image = image.float().clamp(-1, 1)[:, :, :H, :W]
         return ((image + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

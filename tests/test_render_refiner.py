@@ -160,6 +160,7 @@ def test_provenance_holds_weight_sha256(refiner: Refiner, tiny_dir: Path) -> Non
     assert meta["weights"]["unet"] == {unet_file.name: hashlib.sha256(unet_file.read_bytes()).hexdigest()}
     assert set(meta["weights"]) == {"unet", "vae", "text_encoder"}
     assert (meta["prompt"], meta["timestep"], meta["path"]) == ("remove degradation", 199, str(tiny_dir))
+    assert len(meta["version"]) == 16 and json.loads(json.dumps(meta)) == meta  # JSON-ready for the sample's json
 
 
 def test_missing_folder_or_component_is_named(tiny_dir: Path, tmp_path: Path) -> None:
@@ -181,8 +182,10 @@ def test_fp16_variant_files_are_read_and_hashed(tiny_dir: Path, tmp_path: Path) 
     (folder / "unet/diffusion_pytorch_model.safetensors").rename(folder / "unet/diffusion_pytorch_model.fp16.safetensors")
     variant = load_refiner(folder)
     assert list(variant.provenance()["weights"]["unet"]) == ["diffusion_pytorch_model.fp16.safetensors"]
+    plain = load_refiner(tiny_dir)
+    assert variant.provenance()["version"] == plain.provenance()["version"]  # same content, same version
     frames = _frames(6, T=1)
-    np.testing.assert_array_equal(variant.refine(frames), load_refiner(tiny_dir).refine(frames))
+    np.testing.assert_array_equal(variant.refine(frames), plain.refine(frames))
 
 
 def test_weights_that_do_not_fit_are_refused(tiny_dir: Path, tmp_path: Path) -> None:
