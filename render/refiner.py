@@ -8,7 +8,7 @@ Usage::
     if refiner is not None:
         clean = refiner.refine(frames)                  # uint8 [T, H, W, 3] -> uint8 [T, H, W, 3]
         clean = refiner.refine(frames, reference=ref)   # ref uint8 [H, W, 3] (all frames) or [T, H, W, 3]
-        meta = refiner.provenance()                     # folder, weight sha256s, prompt, timestep
+        meta = refiner.provenance()                     # version, folder, weight sha256s, prompt, timestep
 
 Weights come from a local folder in the SD-Turbo / diffusers layout, never downloaded
 (DESIGN §6)::

@@ -74,7 +74,7 @@ def refiner(tiny_dir: Path) -> Refiner:
 
 
 def _frames(seed: int, T: int = 3, H: int = 13, W: int = 11) -> np.ndarray:
-    """Smooth random frames (a few blobs of colour), uint8 [T, H, W, 3]; odd sizes break the VAE stride."""
+    """Smooth random frames (sums of colour sinusoids), uint8 [T, H, W, 3]; odd sizes break the VAE stride."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:H, 0:W] / max(H, W)
     f = sum(rng.uniform(0, 1, (T, 1, 1, 3)) * np.sin(rng.uniform(2, 6) * xx + rng.uniform(2, 6) * yy + k)[None, ..., None]
