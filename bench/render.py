@@ -11,7 +11,8 @@ Correctness first, then speed:
               the Gaussians shuffled (a trained PLY's order carries no meaning; the
               planner's coverage check takes the most opaque first, stable in file order);
               one path of 961 frames at 16 fps, 1280 x 720, timed by stage:
-                plan    plan_path (keys, splines, re-timing, clearance, coverage)
+                plan    plan_path (keys, splines, re-timing, clearance, coverage; the
+                        rendered-alpha check with gsplat, as the pipeline runs it)
                 render  render_frames through gsplat (splats already on the GPU; a 1-frame
                         warm-up first, which also builds gsplat's CUDA extension)
                 encode  encode_mp4 with the pipeline's x264 settings (RenderConfig defaults)
@@ -55,7 +56,7 @@ from wmkit.datasets.cameras import invert_rigid
 from wmkit.datasets.video import encode_mp4
 from wmkit.render.frames import Rasterizer, SceneTensors, pick_rasterizer, render_frames, scale_intrinsics
 from wmkit.render.path_planner import PathConfig, plan_path
-from wmkit.render.pipeline import RenderConfig
+from wmkit.render.pipeline import RenderConfig, planner_rasterize
 from wmkit.render.scenes import Scene
 from wmkit.render.synthetic_room import make_room_scene
 
@@ -138,7 +139,7 @@ def time_case(case: Case, rasterizer: Rasterizer, config: RenderConfig) -> tuple
     scene = make_case_scene(case)
     cfg = PathConfig(num_frames=case.frames, width=case.width, height=case.height)
     t0 = time.perf_counter()
-    path = plan_path(scene, seed=0, cfg=cfg)
+    path = plan_path(scene, seed=0, cfg=cfg, rasterize=planner_rasterize(config, rasterizer))
     plan_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     tensors = SceneTensors.from_splats(scene.splats, rasterizer.device)

@@ -68,6 +68,7 @@ from wmkit.render.frames import (
     scale_intrinsics,
 )
 from wmkit.render.path_planner import PathConfig, PlannedPath, plan_path
+from wmkit.render.reference_rasterizer import Rasterize
 from wmkit.render.scenes import Scene, SceneError, load_scene_files
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "RenderConfig",
     "Refine",
     "path_seed",
+    "planner_rasterize",
     "render_demo",
     "render_manifest",
     "render_task",
@@ -221,6 +223,12 @@ def _flicker(frames: Frames, refined: np.ndarray, path: PlannedPath, device: str
                                 frames.alpha, device=device)  # fmt: skip
 
 
+def planner_rasterize(config: RenderConfig, rasterizer: Rasterizer) -> Rasterize | None:
+    """The rasterizer for the planner's alpha check, or None when ``config.alpha_check`` (resolved) is off."""
+    on = config.alpha_check if config.alpha_check is not None else rasterizer.name != "reference"
+    return host_rasterize(rasterizer) if on else None
+
+
 def render_task(
     task: Mapping[str, Any],
     config: RenderConfig,
@@ -245,8 +253,7 @@ def render_task(
             scene = (loaded, SceneTensors.from_splats(loaded.splats, rasterizer.device))
     splat_scene, tensors = scene
     with clip_stage(key, "path"):
-        alpha_check = config.alpha_check if config.alpha_check is not None else rasterizer.name != "reference"
-        path = plan_path(splat_scene, int(task["seed"]), cfg, host_rasterize(rasterizer) if alpha_check else None)
+        path = plan_path(splat_scene, int(task["seed"]), cfg, planner_rasterize(config, rasterizer))
     with clip_stage(key, "render"):
         frames = render_frames(tensors, path.cameras, size, rasterizer=rasterizer, batch_size=config.batch_size,
                                depth_stride=config.depth_stride)  # fmt: skip
@@ -427,8 +434,8 @@ def render_demo(
     Writes the room (``make_room_scene(seed)``) as a DL3DV scene folder
     ``out_dir/scenes/room-{seed}``, catalogues it with the ``dl3dv_gs`` reader
     (``out_dir/manifest.parquet``) and renders ``num_frames`` frames at ``size``
-    with the reference rasterizer, in-process, into ``out_dir/shards``. Takes
-    about 1 s a frame at 160 x 96 on one CPU core.
+    with the reference rasterizer, in-process, into ``out_dir/shards``. The
+    reference renders about 1 frame/s at 160 x 96 on a 2-core CPU (bench/render.py --smoke).
     """
     from wmkit.manifests.readers.dl3dv_gs import read_dl3dv_gs
     from wmkit.manifests.schema import write_manifest
