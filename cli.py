@@ -8,6 +8,7 @@ Usage::
     wmkit demo --out /tmp/wmkit-demo
     wmkit manifest build --source spatialvid --root /data/SpatialVID-HQ --out spatialvid.parquet
     wmkit shards ingest --manifest spatialvid.parquet --out shards/
+    wmkit annotate --manifest m.parquet --out shards/ --pi3x-weights pi3x.safetensors --moge-weights moge2.safetensors
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from wmkit import __version__
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level parser with every folder's verb registered."""
     from wmkit import demo
+    from wmkit.annotate import cli as annotate_cli
     from wmkit.annotate import eval_cli
     from wmkit.datasets import cli as datasets_cli
     from wmkit.manifests import cli as manifests_cli
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     manifests_cli.register(verbs)
     datasets_cli.register(verbs)
+    annotate_cli.register(verbs)
     train_cli.register(verbs)
     model_cli.register(verbs)
     eval_cli.register(verbs)

@@ -10,12 +10,15 @@ Stages (each is the library function the real CLI verb calls)::
     3 shards    wmkit shards ingest -> webdataset tars + index.parquet + status.parquet
     4 verify    wmkit shards verify, then stream the shards back and compare the
                 cameras with the ground truth the clips were rendered from
-    5 train     (with the `text` and `vae` extras) save a random-weight LTX VAE and caption
+    5 annotate  (with the `annotate` extra) wmkit annotate on the same manifest with the
+                perturbed test backends (noisy up-to-scale geometry + noisy metric depth
+                derived from the clips' ground truth): fusion, SIFT tracks, per-frame-K
+                bundle adjustment, quality -> shards; the annotated cameras are scored
+                against the ground truth (wmkit eval cameras)
+    6 train     (with the `text` and `vae` extras) save a random-weight LTX VAE and caption
                 encoder in their real layouts, wmkit train encode-latents, train the tiny
                 GDN DiT for a few steps, wmkit train export, wmkit generate a clip from
                 clip 0's first frame and cameras
-
-Later issues add annotation and rendering stages here.
 
 Usage::
 
@@ -32,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from wmkit.datasets.cameras import Cameras, intrinsics_to_normalized, to_spatialvid
-from wmkit.datasets.synthetic import render_room_clip
+from wmkit.datasets.synthetic import render_room_clip, write_ground_truth
 
 DEMO_CLIPS = 4
 DEMO_FRAMES = 33  # 33 frames @ 8 fps: a 4-s clip, long enough for key poses every 4th frame
@@ -43,7 +46,10 @@ KEY_POSE_STRIDE = 4  # SpatialVID stores poses on a subset of frames; the reader
 
 
 def write_synthetic_spatialvid(root: Path, num_clips: int = DEMO_CLIPS) -> dict[str, Cameras]:
-    """Render ``num_clips`` clips and write them in the SpatialVID-HQ layout; return the true cameras by id."""
+    """Render ``num_clips`` clips and write them in the SpatialVID-HQ layout; return the true cameras by id.
+
+    The exact cameras and depth also go to ``root/gt/<clip_id>/`` (the layout the
+    perturbed annotation backends read)."""
     from wmkit.datasets.video import write_mp4
 
     width, height = DEMO_SIZE
@@ -58,6 +64,7 @@ def write_synthetic_spatialvid(root: Path, num_clips: int = DEMO_CLIPS) -> dict[
         (root / video).parent.mkdir(parents=True, exist_ok=True)
         (root / annotation).mkdir(parents=True, exist_ok=True)
         write_mp4(clip.frames, root / video, fps=DEMO_FPS)
+        write_ground_truth(clip, root / "gt" / clip_id)
         indexes = np.arange(0, DEMO_FRAMES, KEY_POSE_STRIDE)
         poses, intrinsics = to_spatialvid(clip.cameras, indexes, width, height)
         np.save(root / annotation / "poses.npy", poses)
@@ -84,15 +91,50 @@ def camera_errors(stored: Cameras, truth: Cameras) -> tuple[float, float, float]
     return float(pos), float(rot), float(focal)
 
 
+def _missing(*modules: str) -> list[str]:
+    """The optional modules of ``modules`` that are not installed."""
+    import importlib.util
+
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+def annotate_and_score(out: Path, truth: dict[str, Cameras]) -> dict | str:
+    """Stage 5: annotate the demo manifest with the perturbed backends and score the cameras
+    against the truth; a summary dict, or the reason it was skipped (no `annotate` extra)."""
+    missing = _missing("pycolmap")
+    if missing:
+        reason = f"skipped: {', '.join(missing)} not installed (pip install 'wmkit[annotate]')"
+        print(f"[5/6] annotate: {reason}")
+        return reason
+    import pycolmap
+
+    from wmkit.annotate.config import apply_overrides, preset
+    from wmkit.annotate.evaluate import evaluate_cameras
+    from wmkit.annotate.pipeline import annotate_manifest
+    from wmkit.datasets.ingest import status_summary
+    from wmkit.datasets.shard_reader import ShardDataset
+
+    pycolmap.logging.minloglevel = pycolmap.logging.WARNING  # one SIFT start-up line per clip is noise here
+    print(f"[5/6] annotate: perturbed backends -> fusion -> tracks -> BA (per-frame K) -> {out / 'annotated'}")
+    gt = out / "source/gt"
+    config = apply_overrides(preset("cpu_test"), [f"geometry_options.gt_root={gt}", f"metric_options.gt_root={gt}"])
+    status = annotate_manifest(out / "manifest.parquet", out / "annotated", config, runner="local", progress=False)
+    print(status_summary(status))
+    scores = {s.key: evaluate_cameras(s.cameras, truth[s.key]) for s in ShardDataset(str(out / "annotated"))}
+    for key, m in sorted(scores.items()):
+        print(f"  {key}: ATE {m['ate_sim3_m']:.3f} m (Sim3), metric scale error {100 * m['scale_err']:.1f} %, "
+              f"focal error {100 * m['focal_err_rel_mean']:.1f} %")
+    worst = {k: round(max(m[k] for m in scores.values()), 4) for k in ("ate_sim3_m", "scale_err", "focal_err_rel_mean")}
+    return {"annotated": len(scores), "failed": int((status["status"] == "failed").sum()), **worst}
+
+
 def train_and_generate(out: Path, truth: dict[str, Cameras]) -> dict | str:
     """Stage 5: latents -> a few training steps -> export -> one generated clip; a summary dict,
     or the reason it was skipped (the optional `text`/`vae` extras are not installed)."""
-    import importlib.util
-
-    missing = [m for m in ("transformers", "diffusers") if importlib.util.find_spec(m) is None]
+    missing = _missing("transformers", "diffusers")
     if missing:
         reason = f"skipped: {', '.join(missing)} not installed (pip install 'wmkit[text,vae]')"
-        print(f"[5/5] train: {reason}")
+        print(f"[6/6] train: {reason}")
         return reason
     import warnings
 
@@ -108,7 +150,7 @@ def train_and_generate(out: Path, truth: dict[str, Cameras]) -> dict | str:
     from wmkit.train.latents import encode_latent_shards
     from wmkit.train.trainer import train
 
-    print(f"[5/5] train: random-weight VAE and caption encoder in {out / 'models'} (no weights are downloaded)")
+    print(f"[6/6] train: random-weight VAE and caption encoder in {out / 'models'} (no weights are downloaded)")
     for library in (transformers, diffusers):  # their per-load progress bars and hints drown the demo's lines
         library.utils.logging.set_verbosity_error()
         library.utils.logging.disable_progress_bar()
@@ -157,21 +199,21 @@ def run_demo(out: Path) -> dict:
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/5] source: rendering {DEMO_CLIPS} synthetic clips as a SpatialVID-HQ release in {out / 'source'}")
+    print(f"[1/6] source: rendering {DEMO_CLIPS} synthetic clips as a SpatialVID-HQ release in {out / 'source'}")
     truth = write_synthetic_spatialvid(out / "source")
 
-    print("[2/5] manifest: build, split, stats")
+    print("[2/6] manifest: build, split, stats")
     manifest = split_manifest(build_manifest("spatialvid", out / "source"), val_fraction=0.25)
     write_manifest(manifest, out / "manifest.parquet")
     stats = manifest_stats(manifest)
     print(format_table(stats))
     plot_stats(stats, out / "manifest_stats.png")
 
-    print(f"[3/5] shards: ingest into {out / 'shards'}")
+    print(f"[3/6] shards: ingest into {out / 'shards'}")
     status = ingest_manifest(out / "manifest.parquet", out / "shards", max_count=2, progress=False)
     print(status_summary(status))
 
-    print("[4/5] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
+    print("[4/6] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
     report = verify_shards(out / "shards", check_video=True)
     print(report.summary())
     print(shard_stats(out / "shards").to_string())
@@ -180,7 +222,7 @@ def run_demo(out: Path) -> dict:
     for sample in ShardDataset(str(out / "shards"), decode="frames", verify=True):
         frames_seen += len(sample.frames)
         worst = np.maximum(worst, camera_errors(sample.sample.cameras, truth[sample.key]))
-    summary = {"train": train_and_generate(out, truth)}
+    summary = {"annotate": annotate_and_score(out, truth), "train": train_and_generate(out, truth)}
     summary.update({
         "clips": DEMO_CLIPS,
         "done": int((status["status"] == "done").sum()),

@@ -11,7 +11,7 @@ from wmkit.demo import DEMO_CLIPS, DEMO_FRAMES, DEMO_TRAIN_STEPS
 def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "[5/5]" in out and "summary:" in out
+    assert "[6/6]" in out and "summary:" in out
     assert (tmp_path / "manifest_stats.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "shards").glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
     assert f"done: {DEMO_CLIPS}  failed: 0" in out
@@ -30,6 +30,10 @@ def test_demo_cameras_match_ground_truth(tmp_path: Path) -> None:
     assert summary["max_position_error_m"] < 0.01
     assert summary["max_rotation_error_deg"] < 3.0
     assert summary["max_focal_error_px"] < 1e-3  # the zoom is linear in time, as is K interpolation
+    if isinstance(summary["annotate"], dict):  # the annotate extra is installed
+        annotate = summary["annotate"]
+        assert annotate["annotated"] >= 1 and annotate["annotated"] + annotate["failed"] == DEMO_CLIPS
+        assert annotate["scale_err"] < 0.05  # metric scale from the fused metric depth
     if isinstance(summary["train"], dict):  # the text/vae extras are installed
         assert summary["train"]["steps"] == DEMO_TRAIN_STEPS and summary["train"]["latent_clips"] == DEMO_CLIPS
         assert summary["train"]["loss_last5"] < summary["train"]["loss_first5"]
@@ -38,5 +42,8 @@ def test_demo_cameras_match_ground_truth(tmp_path: Path) -> None:
     again = run_demo(tmp_path)
     assert again["done"] == DEMO_CLIPS and again["frames_streamed"] == DEMO_CLIPS * DEMO_FRAMES
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("*.tar")} == shards
+    annotated = {p: p.stat().st_mtime_ns for p in (tmp_path / "annotated").glob("*.tar")}
+    assert again["annotate"] == summary["annotate"] and all(  # resumed: nothing annotated twice
+        p.stat().st_mtime_ns == t for p, t in annotated.items())
     if isinstance(again["train"], dict):
         assert again["train"]["steps"] == 0  # the training run had finished: it resumes and stops
