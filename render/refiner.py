@@ -46,9 +46,13 @@ Sizes: H and W need not be multiples of the VAE stride s (8 for SD); frames are
 padded at the bottom/right by edge replication to the next multiple and the output
 is cropped back, so the output has the input's size. (Upstream resizes instead.)
 
-Not supported: DiFix3D's VAE decoder skip connections (``decoder.skip_conv_*`` fed
-by encoder activations). A VAE folder whose weights hold such keys, or any other key
-the diffusers class does not expect, is refused by name rather than half-loaded.
+Weights: the diffusers-format release (``nvidia/difix``, ``nvidia/difix_ref``:
+``DifixPipeline`` of ``src/pipeline_difix.py``, whose VAE is a plain ``AutoencoderKL``)
+loads as is. The training checkpoints of ``src/model.py`` (a pickled ``.pkl`` whose
+VAE decoder has ``skip_conv_*`` layers fed by encoder activations) are not read: they
+are pickles, and their skip convs are not implemented. A VAE folder whose weights hold
+such keys, or any other key the diffusers class does not expect, is refused by name
+rather than half-loaded.
 
 Precision: on CUDA the UNet and VAE run under bf16 (default) or fp16 autocast, except
 that with fp16 a VAE whose config sets ``force_upcast`` (SD's does) stays fp32, as in
