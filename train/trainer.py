@@ -12,6 +12,11 @@ Launch::
 
 A resumed run replays exactly: model, optimiser, EMA, step counters, every RNG and each
 rank's data position come back from the checkpoint (`wmkit.train.checkpoint`).
+
+A rank whose step raises logs ``rank R failed at step S (resume from …): Error: message``
+and re-raises, so torchrun stops the job with a non-zero exit; nothing is saved on the way
+out, and launching the same command again resumes from the last checkpoint. Tests make a
+rank fail with the environment variable ``WMKIT_TRAIN_FAULT=RANK:STEP`` (`FAULT_ENV`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import resource
 import time
 from pathlib import Path
@@ -47,6 +53,10 @@ METRICS_FILE = "metrics.jsonl"
 
 StepHook = Callable[[int, float], None]
 """Called after every optimiser step with (step, loss); tests use it to stop a run abruptly."""
+
+FAULT_ENV = "WMKIT_TRAIN_FAULT"
+"""Test-only fault injection: "RANK:STEP" makes rank RANK raise in step STEP (1-based, as
+in metrics.jsonl) between the forward and the backward: a rank that dies mid-step."""
 
 
 class EMA:
@@ -119,6 +129,17 @@ def _mean_over_ranks(value: float, info: DistInfo) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return t.item() / info.world_size
+
+
+def injected_fault_step(rank: int) -> int | None:
+    """The step at which `FAULT_ENV` makes this rank fail, or None."""
+    spec = os.environ.get(FAULT_ENV, "")
+    if not spec:
+        return None
+    fault_rank, _, step = spec.partition(":")
+    if not (fault_rank.strip().isdigit() and step.strip().isdigit()):
+        raise ValueError(f"{FAULT_ENV}={spec!r}: expected RANK:STEP, e.g. 1:5")
+    return int(step) if int(fault_rank) == rank else None
 
 
 def _encoders(cfg: TrainConfig, device: torch.device) -> tuple[VideoEncoder | None, CaptionEncoder | None]:
@@ -201,60 +222,72 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     bar = tqdm(total=cfg.steps, initial=counters["step"], disable=info.rank != 0 or not cfg.progress, desc="train")
     batches = iter(loader)
     wait_total = time_total = 0.0
+    fault_step = injected_fault_step(info.rank)
+    last_ckpt = found[-1] if found else None
+    step = counters["step"]
     model.train()
-    while counters["step"] < cfg.steps:
-        step = counters["step"]
-        t0 = time.perf_counter()
-        batch = next(batches)
-        inputs = model_inputs(batch, info.device, vae=vae, text_encoder=text_encoder,
-                              translation_scale=cfg.dit.ucpe_translation_scale)
-        t_data = time.perf_counter()
+    try:
+        while counters["step"] < cfg.steps:
+            step = counters["step"]
+            t0 = time.perf_counter()
+            batch = next(batches)
+            inputs = model_inputs(batch, info.device, vae=vae, text_encoder=text_encoder,
+                                  translation_scale=cfg.dit.ucpe_translation_scale)
+            t_data = time.perf_counter()
 
-        lr = learning_rate(step, cfg)
-        for group in optim.param_groups:
-            group["lr"] = lr
-        with autocast:
-            loss = flow_matching_loss(model, inputs.latents, inputs.cameras, inputs.text, inputs.text_mask,
-                                      flow, generator, mode=cfg.mode)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-        optim.step()
-        optim.zero_grad(set_to_none=True)
-        ema.update(model)
-        if info.device.type == "cuda":
-            torch.cuda.synchronize(info.device)
-        t_end = time.perf_counter()
+            lr = learning_rate(step, cfg)
+            for group in optim.param_groups:
+                group["lr"] = lr
+            with autocast:
+                loss = flow_matching_loss(model, inputs.latents, inputs.cameras, inputs.text, inputs.text_mask,
+                                          flow, generator, mode=cfg.mode)
+            if step + 1 == fault_step:
+                raise RuntimeError(f"injected fault ({FAULT_ENV}={os.environ[FAULT_ENV]})")
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+            optim.step()
+            optim.zero_grad(set_to_none=True)
+            ema.update(model)
+            if info.device.type == "cuda":
+                torch.cuda.synchronize(info.device)
+            t_end = time.perf_counter()
 
-        B, _, T, Hl, Wl = inputs.latents.shape
-        counters["step"] = step + 1
-        counters["samples"] += B * info.world_size
-        counters["tokens"] += B * T * Hl * Wl * info.world_size
-        wait_total, time_total = wait_total + (t_data - t0), time_total + (t_end - t0)
-        loss_value = _mean_over_ranks(loss.item(), info)
-        if counters["step"] % cfg.log_every == 0 or counters["step"] == cfg.steps:
-            norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-            bad = sum(loader.bad_counts().values())
-            row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(norm),
-                   "samples_per_s": B * info.world_size / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * info.world_size / (t_end - t0),
-                   "step_time_s": t_end - t0, "data_wait_s": t_data - t0, "stall_fraction": wait_total / time_total,
-                   "mem_gb": peak_memory_gb(info.device), "bad_samples": int(_mean_over_ranks(bad, info) * info.world_size),
-                   "samples": counters["samples"]}
-            metrics.write(row)
-            if info.rank == 0:
-                rows.append(row)
-            bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-        bar.update(1)
+            B, _, T, Hl, Wl = inputs.latents.shape
+            counters["step"] = step + 1
+            counters["samples"] += B * info.world_size
+            counters["tokens"] += B * T * Hl * Wl * info.world_size
+            wait_total, time_total = wait_total + (t_data - t0), time_total + (t_end - t0)
+            loss_value = _mean_over_ranks(loss.item(), info)
+            if counters["step"] % cfg.log_every == 0 or counters["step"] == cfg.steps:
+                norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+                bad = sum(loader.bad_counts().values())
+                row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(norm),
+                       "samples_per_s": B * info.world_size / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * info.world_size / (t_end - t0),
+                       "step_time_s": t_end - t0, "data_wait_s": t_data - t0, "stall_fraction": wait_total / time_total,
+                       "mem_gb": peak_memory_gb(info.device), "bad_samples": int(_mean_over_ranks(bad, info) * info.world_size),
+                       "samples": counters["samples"]}
+                metrics.write(row)
+                if info.rank == 0:
+                    rows.append(row)
+                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+            bar.update(1)
 
-        if counters["step"] % cfg.ckpt_every == 0 or counters["step"] == cfg.steps:
-            parts = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim),
-                     "ema": ema.state_dict(), "train": dict(counters)}
-            mine = {"rng": rng_state(generator), "data": json.dumps(loader.state_dict())}
-            save_checkpoint(ckpt_root, counters["step"], parts, mine, cfg.to_dict(), cfg.hash(), cfg.keep_last)
-        if on_step is not None:
-            on_step(counters["step"], loss_value)
+            if counters["step"] % cfg.ckpt_every == 0 or counters["step"] == cfg.steps:
+                parts = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim),
+                         "ema": ema.state_dict(), "train": dict(counters)}
+                mine = {"rng": rng_state(generator), "data": json.dumps(loader.state_dict())}
+                last_ckpt = save_checkpoint(ckpt_root, counters["step"], parts, mine, cfg.to_dict(), cfg.hash(),
+                                            cfg.keep_last)
+            if on_step is not None:
+                on_step(counters["step"], loss_value)
+    except Exception as err:
+        # torchrun names the rank only by exit code; this line says where and what, and where to resume.
+        resume = f"resume from {last_ckpt}" if last_ckpt else "no checkpoint yet"
+        log.error("rank %d failed at step %d (%s): %s: %s", info.rank, step + 1, resume, type(err).__name__, err)
+        raise
     bar.close()
     metrics.close()
     return rows
 
 
-__all__ = ["EMA", "METRICS_FILE", "MetricsLog", "learning_rate", "peak_memory_gb", "train"]
+__all__ = ["EMA", "FAULT_ENV", "METRICS_FILE", "MetricsLog", "injected_fault_step", "learning_rate", "peak_memory_gb", "train"]
