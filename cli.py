@@ -8,6 +8,7 @@ Usage::
     wmkit demo --out /tmp/wmkit-demo
     wmkit manifest build --source spatialvid --root /data/SpatialVID-HQ --out spatialvid.parquet
     wmkit shards ingest --manifest spatialvid.parquet --out shards/
+    wmkit render --scenes dl3dv_gs.parquet --out shards/render --paths-per-scene 4
     wmkit annotate --manifest m.parquet --out shards/ --pi3x-weights pi3x.safetensors --moge-weights moge2.safetensors
 """
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from wmkit.datasets import cli as datasets_cli
     from wmkit.manifests import cli as manifests_cli
     from wmkit.model import cli as model_cli
+    from wmkit.render import cli as render_cli
     from wmkit.train import cli as train_cli
 
     parser = argparse.ArgumentParser(prog="wmkit", description=__doc__.split("\n\n")[0])
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     manifests_cli.register(verbs)
     datasets_cli.register(verbs)
     annotate_cli.register(verbs)
+    render_cli.register(verbs)
     train_cli.register(verbs)
     model_cli.register(verbs)
     eval_cli.register(verbs)

@@ -15,7 +15,11 @@ Stages (each is the library function the real CLI verb calls)::
                 derived from the clips' ground truth): fusion, SIFT tracks, per-frame-K
                 bundle adjustment, quality -> shards; the annotated cameras are scored
                 against the ground truth (wmkit eval cameras)
-    6 train     (with the `text` and `vae` extras) save a random-weight LTX VAE and caption
+    6 render    a generated Gaussian-splat room written as a DL3DV scene folder ->
+                wmkit render (collision-free path, plain-torch reference rasterizer on
+                CPU, refiner off) -> shards with exact cameras and rendered depth,
+                verified like the ingested ones
+    7 train     (with the `text` and `vae` extras) save a random-weight LTX VAE and caption
                 encoder in their real layouts, wmkit train encode-latents, train the tiny
                 GDN DiT for a few steps, wmkit train export, wmkit generate a clip from
                 clip 0's first frame and cameras
@@ -42,6 +46,7 @@ DEMO_FRAMES = 33  # 33 frames @ 8 fps: a 4-s clip, long enough for key poses eve
 DEMO_SIZE = (160, 96)
 DEMO_FPS = 8.0
 DEMO_TRAIN_STEPS = 30
+DEMO_RENDER_FRAMES = 17  # one second of path at 16 fps: the CPU reference rasterizer is the slow step
 KEY_POSE_STRIDE = 4  # SpatialVID stores poses on a subset of frames; the reader interpolates the rest
 
 
@@ -104,7 +109,7 @@ def annotate_and_score(out: Path, truth: dict[str, Cameras]) -> dict | str:
     missing = _missing("pycolmap")
     if missing:
         reason = f"skipped: {', '.join(missing)} not installed (pip install 'wmkit[annotate]')"
-        print(f"[5/6] annotate: {reason}")
+        print(f"[5/7] annotate: {reason}")
         return reason
     import pycolmap
 
@@ -115,7 +120,7 @@ def annotate_and_score(out: Path, truth: dict[str, Cameras]) -> dict | str:
     from wmkit.datasets.shard_reader import ShardDataset
 
     pycolmap.logging.minloglevel = pycolmap.logging.WARNING  # one SIFT start-up line per clip is noise here
-    print(f"[5/6] annotate: perturbed backends -> fusion -> tracks -> BA (per-frame K) -> {out / 'annotated'}")
+    print(f"[5/7] annotate: perturbed backends -> fusion -> tracks -> BA (per-frame K) -> {out / 'annotated'}")
     gt = out / "source/gt"
     config = apply_overrides(preset("cpu_test"), [f"geometry_options.gt_root={gt}", f"metric_options.gt_root={gt}"])
     status = annotate_manifest(out / "manifest.parquet", out / "annotated", config, runner="local", progress=False)
@@ -128,13 +133,28 @@ def annotate_and_score(out: Path, truth: dict[str, Cameras]) -> dict | str:
     return {"annotated": len(scores), "failed": int((status["status"] == "failed").sum()), **worst}
 
 
+def render_and_verify(out: Path) -> dict:
+    """Stage 6: one short path through a generated splat room into shards; verify them."""
+    from wmkit.datasets.ingest import status_summary
+    from wmkit.datasets.shard_index import verify_shards
+    from wmkit.render.pipeline import render_demo
+
+    print(f"[6/7] render: generated splat room -> path -> reference rasterizer -> {out / 'render/shards'}")
+    made = render_demo(out / "render", num_frames=DEMO_RENDER_FRAMES, size=DEMO_SIZE)
+    print(status_summary(made.status))
+    report = verify_shards(made.shard_dir, check_video=True)
+    print(report.summary())
+    return {"paths": int((made.status["status"] == "done").sum()), "failed": int((made.status["status"] == "failed").sum()),
+            "shards_ok": bool(report.ok)}
+
+
 def train_and_generate(out: Path, truth: dict[str, Cameras]) -> dict | str:
     """Stage 5: latents -> a few training steps -> export -> one generated clip; a summary dict,
     or the reason it was skipped (the optional `text`/`vae` extras are not installed)."""
     missing = _missing("transformers", "diffusers")
     if missing:
         reason = f"skipped: {', '.join(missing)} not installed (pip install 'wmkit[text,vae]')"
-        print(f"[6/6] train: {reason}")
+        print(f"[7/7] train: {reason}")
         return reason
     import warnings
 
@@ -150,7 +170,7 @@ def train_and_generate(out: Path, truth: dict[str, Cameras]) -> dict | str:
     from wmkit.train.latents import encode_latent_shards
     from wmkit.train.trainer import train
 
-    print(f"[6/6] train: random-weight VAE and caption encoder in {out / 'models'} (no weights are downloaded)")
+    print(f"[7/7] train: random-weight VAE and caption encoder in {out / 'models'} (no weights are downloaded)")
     for library in (transformers, diffusers):  # their per-load progress bars and hints drown the demo's lines
         library.utils.logging.set_verbosity_error()
         library.utils.logging.disable_progress_bar()
@@ -199,21 +219,21 @@ def run_demo(out: Path) -> dict:
 
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[1/6] source: rendering {DEMO_CLIPS} synthetic clips as a SpatialVID-HQ release in {out / 'source'}")
+    print(f"[1/7] source: rendering {DEMO_CLIPS} synthetic clips as a SpatialVID-HQ release in {out / 'source'}")
     truth = write_synthetic_spatialvid(out / "source")
 
-    print("[2/6] manifest: build, split, stats")
+    print("[2/7] manifest: build, split, stats")
     manifest = split_manifest(build_manifest("spatialvid", out / "source"), val_fraction=0.25)
     write_manifest(manifest, out / "manifest.parquet")
     stats = manifest_stats(manifest)
     print(format_table(stats))
     plot_stats(stats, out / "manifest_stats.png")
 
-    print(f"[3/6] shards: ingest into {out / 'shards'}")
+    print(f"[3/7] shards: ingest into {out / 'shards'}")
     status = ingest_manifest(out / "manifest.parquet", out / "shards", max_count=2, progress=False)
     print(status_summary(status))
 
-    print("[4/6] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
+    print("[4/7] verify: checksums, cameras, frame counts; stream back and compare with ground truth")
     report = verify_shards(out / "shards", check_video=True)
     print(report.summary())
     print(shard_stats(out / "shards").to_string())
@@ -222,7 +242,8 @@ def run_demo(out: Path) -> dict:
     for sample in ShardDataset(str(out / "shards"), decode="frames", verify=True):
         frames_seen += len(sample.frames)
         worst = np.maximum(worst, camera_errors(sample.sample.cameras, truth[sample.key]))
-    summary = {"annotate": annotate_and_score(out, truth), "train": train_and_generate(out, truth)}
+    summary = {"annotate": annotate_and_score(out, truth), "render": render_and_verify(out),
+               "train": train_and_generate(out, truth)}
     summary.update({
         "clips": DEMO_CLIPS,
         "done": int((status["status"] == "done").sum()),
@@ -251,6 +272,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
     def run(args: argparse.Namespace) -> int:
         summary = run_demo(args.out)
-        return 0 if summary["shards_ok"] and summary["failed"] == 0 else 1
+        ok = summary["shards_ok"] and summary["failed"] == 0 and summary["render"]["shards_ok"]
+        return 0 if ok and summary["render"]["failed"] == 0 else 1
 
     parser.set_defaults(run=run)

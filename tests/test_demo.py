@@ -11,7 +11,7 @@ from wmkit.demo import DEMO_CLIPS, DEMO_FRAMES, DEMO_TRAIN_STEPS
 def test_demo_runs_end_to_end(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "[6/6]" in out and "summary:" in out
+    assert "[7/7]" in out and "summary:" in out
     assert (tmp_path / "manifest_stats.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "shards").glob("*.tar")) == ["shard-000000.tar", "shard-000001.tar"]
     assert f"done: {DEMO_CLIPS}  failed: 0" in out
@@ -34,16 +34,18 @@ def test_demo_cameras_match_ground_truth(tmp_path: Path) -> None:
         annotate = summary["annotate"]
         assert annotate["annotated"] >= 1 and annotate["annotated"] + annotate["failed"] == DEMO_CLIPS
         assert annotate["scale_err"] < 0.05  # metric scale from the fused metric depth
+    assert summary["render"] == {"paths": 1, "failed": 0, "shards_ok": True}
     if isinstance(summary["train"], dict):  # the text/vae extras are installed
         assert summary["train"]["steps"] == DEMO_TRAIN_STEPS and summary["train"]["latent_clips"] == DEMO_CLIPS
         assert summary["train"]["loss_last5"] < summary["train"]["loss_first5"]
-    # A second run does no work twice: every clip is already in the index, no shard is rewritten.
-    shards = {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("*.tar")}
+    # A second run does no work twice: every clip is already in an index, no shard is rewritten
+    # (ingested, annotated or rendered).
+    tars = sorted(tmp_path.glob("**/*.tar"))
+    written = {p: p.stat().st_mtime_ns for p in tars}
     again = run_demo(tmp_path)
     assert again["done"] == DEMO_CLIPS and again["frames_streamed"] == DEMO_CLIPS * DEMO_FRAMES
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "shards").glob("*.tar")} == shards
-    annotated = {p: p.stat().st_mtime_ns for p in (tmp_path / "annotated").glob("*.tar")}
-    assert again["annotate"] == summary["annotate"] and all(  # resumed: nothing annotated twice
-        p.stat().st_mtime_ns == t for p, t in annotated.items())
+    assert again["annotate"] == summary["annotate"] and again["render"] == summary["render"]
+    assert sorted(tmp_path.glob("**/*.tar")) == tars
+    assert {p: p.stat().st_mtime_ns for p in tars} == written
     if isinstance(again["train"], dict):
         assert again["train"]["steps"] == 0  # the training run had finished: it resumes and stops
