@@ -76,6 +76,7 @@ __all__ = [
     "PathRenderer",
     "RenderConfig",
     "Refine",
+    "load_task_scene",
     "path_seed",
     "planner_rasterize",
     "render_demo",
