@@ -127,8 +127,9 @@ def gather_tokens(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> to
     differ in length (padded for the collective, then cut). Differentiable: each rank's
     gradient for its own slice comes back to it."""
     world = dist.get_world_size(group)
-    lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-    dist.all_gather(lengths, torch.tensor([x.shape[2]]), group=group)
+    # on x's device: NCCL gathers only CUDA tensors
+    lengths = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(world)]
+    dist.all_gather(lengths, torch.tensor([x.shape[2]], device=x.device), group=group)
     lengths = [int(n) for n in lengths]
     longest = max(lengths)
     padded = F.pad(x, (0, 0, 0, longest - x.shape[2]))
