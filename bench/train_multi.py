@@ -9,6 +9,9 @@ Usage::
         --out bench/results/train_multi_1gpu.json
     # 2 GPUs: every case, efficiency against the 1-GPU file -> bench/results/train_multi.json (+ .md)
     torchrun --standalone --nproc-per-node 2 bench/train_multi.py --baseline bench/results/train_multi_1gpu.json
+    # 8 GPUs (4 alike): summary key scaling_efficiency_8
+    torchrun --standalone --nproc-per-node 8 bench/train_multi.py --baseline bench/results/train_multi_1gpu.json \
+        --out bench/results/train_multi_8gpu.json
     # CPU, 2 gloo processes, tiny shapes (CI): every case in seconds
     torchrun --standalone --nproc-per-node 2 bench/train_multi.py --smoke --out /tmp/train_multi.json
 
@@ -33,11 +36,12 @@ Cases (`--cases`, default all):
   memory per rank (CUDA: peak allocated; CPU: bytes the autograd graph saves, as RSS
   cannot be reset).
 - `scaling` — the 2.6b preset on one 61-s 720p clip (121 × 22 × 40 latent tokens) per GPU,
-  the trainer's step (bf16 autocast, AC per block, FSDP2, clip 0.5, AdamW): samples/s, MFU
+  the trainer's step (bf16 autocast, AC per block, FSDP2, clip 0.5, AdamW, EMA): samples/s, MFU
   (`bench/train.py`'s `model_flops` and H100/H200 dense bf16 peak, the same definition),
   peak memory per GPU, and scaling efficiency = throughput(N) / (N × throughput(1)), with
   throughput(1) from `--baseline` (a 1-process run of this case) or, without it, measured
-  on rank 0 alone in the same job.
+  on rank 0 alone in the same job (an out-of-memory there is recorded, not raised).
+  `--frames 61` (30-s clips) for every run when one GPU cannot hold the 121-frame step.
 
 `summary`: `scaling_efficiency_2` (None unless N = 2; `scaling_efficiency_<N>` otherwise),
 `cp2_mem_fraction` (CP=2 memory per rank / CP=1), `loss_max_rel_diff`, `device`.
@@ -74,6 +78,7 @@ from wmkit.train.parallel import (
     init_distributed,
     parallelize,
 )
+from wmkit.train.trainer import EMA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train import H100_BF16_DENSE_FLOPS, _clip_cameras, model_flops  # noqa: E402  (bench/train.py)
@@ -347,7 +352,7 @@ def case_context_parallel(info: DistInfo, model_name: str, layers: int, frames: 
 def train_step_rate(model_name: str, info: DistInfo, *, frames: int, grid: tuple[int, int], steps: int,
                     warmup: int) -> dict[str, Any]:
     """The trainer's step (bf16 autocast on CUDA, AC per block, FSDP2 over `info`'s ranks,
-    clip 0.5, AdamW) on one clip per rank: median step time (slowest rank), samples/s, MFU,
+    clip 0.5, AdamW, EMA) on one clip per rank: median step time (slowest rank), samples/s, MFU,
     peak memory per rank. Loss and gradients must be finite first (no speed on a red gate)."""
     cfg = preset(model_name)
     torch.manual_seed(0)
@@ -355,6 +360,7 @@ def train_step_rate(model_name: str, info: DistInfo, *, frames: int, grid: tuple
     params = sum(p.numel() for p in model.parameters())
     parallelize(model, info, activation_checkpointing=True, compile_blocks=False, fsdp=True)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    ema = EMA(model, 0.9999)
     g = torch.Generator().manual_seed(1 + info.rank)
     x0 = torch.randn(1, cfg.latent_channels, frames, *grid, generator=g).to(info.device)
     text, mask = _text(cfg, 1, 300 if info.device.type == "cuda" else 8, info.device, g)  # release: 300 tokens
@@ -369,6 +375,7 @@ def train_step_rate(model_name: str, info: DistInfo, *, frames: int, grid: tuple
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
         optim.step()
         optim.zero_grad(set_to_none=True)
+        ema.update(model)
         return loss.detach(), norm.full_tensor() if hasattr(norm, "full_tensor") else norm
 
     loss, norm = step()
