@@ -241,7 +241,8 @@ class CPLayers(nn.Module):
                 q, k = F.relu(q), F.relu(k) / math.sqrt(D * S)
                 q, k, v = (t.unflatten(-1, (H, D)).contiguous() for t in (q, k, v))
                 beta = torch.sigmoid(self.beta[str(i)](h).float()).contiguous()
-                gamma = torch.exp(-F.softplus(self.gamma[str(i)](h.mean(2)).float())).contiguous()
+                gamma = torch.exp(-F.softplus(self.gamma[str(i)](h.mean(2)).float()))
+                gamma = gamma.clamp_min(torch.finfo(torch.float32).tiny).contiguous()  # the op needs γ in (0, 1]
                 kw = {"mode": "chunk_causal", "chunk_sizes": chunk_sizes}
                 o = (gdn_op("auto", x.device)(q, k, v, beta, gamma, q, k, **kw) if group is None
                      else context_parallel_gdn(q, k, v, beta, gamma, q, k, group=group, **kw))
