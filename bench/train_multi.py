@@ -506,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     if info.device.type == "cuda":
         device = f"{torch.cuda.get_device_name(info.device)} ×{N} (NCCL)"
     else:
-        device = f"CPU gloo smoke ×{N} ({platform.processor() or 'cpu'}; not a GPU measurement)"
+        device = f"CPU gloo{' smoke' if args.smoke else ''} ×{N} ({platform.processor() or 'cpu'}; not a GPU measurement)"
     efficiency = cases["scaling"]["scaling_efficiency"] if "scaling" in cases else None
     results = {
         "device": device, "world_size": N, "torch": torch.__version__, "smoke": args.smoke,
