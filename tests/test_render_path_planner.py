@@ -80,6 +80,19 @@ def test_coverage_tells_empty_space(room) -> None:
     assert view_coverage(scene, outside, K, 1280, 720, (32, 18))[0] == 0.0
 
 
+def test_coverage_is_the_same_whatever_the_frame_batch(room) -> None:
+    scene, _ = room
+    rng = np.random.default_rng(0)
+    lo, hi = scene.splats.means.min(0), scene.splats.means.max(0)
+    c2w = look_at_c2w(rng.uniform(lo - 3, hi + 3, (9, 3)), rng.uniform(lo, hi, (9, 3)), scene.frame.up)
+    K = np.stack([pinhole_K(320, 180, fov) for fov in rng.uniform(30, 120, 9)])
+    one = view_coverage(scene, c2w, K, 320, 180, (16, 9), frames_per_batch=1)
+    assert 0.0 < one.mean() < 1.0  # a mix of views into the room and into empty space
+    for batch in (4, 9, 64):
+        np.testing.assert_array_equal(view_coverage(scene, c2w, K, 320, 180, (16, 9), frames_per_batch=batch), one)
+    assert view_coverage(scene, c2w[:0], K[:0], 320, 180, (16, 9)).shape == (0,)
+
+
 def test_failures_are_recorded_and_named(room) -> None:
     scene, _ = room
     impossible = PathConfig(min_clearance=5.0, max_attempts=3)
