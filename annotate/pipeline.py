@@ -45,8 +45,10 @@ from typing import Any, Literal, Mapping
 import pandas as pd
 
 from wmkit.annotate.config import AnnotateConfig
-from wmkit.annotate.stages import StageError, annotate_clip
-from wmkit.datasets.item_runner import ItemResult, ItemWorker, RayResources, local_results, ray_results, run_to_shards
+from wmkit.annotate.stages import annotate_clip
+from wmkit.datasets.item_runner import (
+    ClipError, ItemResult, ItemWorker, RayResources, local_results, ray_results, run_to_shards,
+)
 from wmkit.datasets.sample import SampleError
 from wmkit.datasets.status import StatusTable
 from wmkit.manifests.schema import read_manifest, validate
@@ -79,7 +81,7 @@ class Annotator(ItemWorker):
             return ItemResult(clip_id, None, "setup", self.setup_error)
         try:
             return ItemResult(clip_id, annotate_clip(row, self.geometry, self.metric, self.config).to_members())
-        except StageError as err:
+        except ClipError as err:
             return ItemResult(clip_id, None, err.stage, err.reason)
         except SampleError as err:  # Sample.to_members (json not serialisable)
             return ItemResult(clip_id, None, "sample", str(err))

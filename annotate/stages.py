@@ -1,8 +1,8 @@
 """The per-clip annotation stages, as pure functions over one manifest row (DESIGN §4).
 
 :func:`annotate_clip` runs them in order; each stage's errors become a
-:class:`StageError` (an :class:`~wmkit.annotate.types.AnnotateError`) that
-names the clip, the stage and the reason, which the pipeline records as a
+:class:`~wmkit.datasets.item_runner.ClipError` (the one failure type of every
+items-to-shards stage) that names the clip, the stage and the reason, which the pipeline records as a
 ``failed`` status row::
 
     stage          does                                                   fails on
@@ -32,55 +32,36 @@ from __future__ import annotations
 import functools
 import json
 import os
-from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from wmkit import __version__
 from wmkit.annotate.config import AnnotateConfig
 from wmkit.annotate.quality import quality_failures, quality_metrics
-from wmkit.annotate.types import AnnotateError, Backend
+from wmkit.annotate.types import Backend
 from wmkit.datasets.cameras import Cameras
+from wmkit.datasets.item_runner import ClipError, clip_stage
 from wmkit.datasets.sample import Sample
 from wmkit.model.vae import file_sha256
 
-__all__ = ["StageError", "annotate_clip", "decode_stage", "depth_member", "weight_sha256"]
+__all__ = ["annotate_clip", "decode_stage", "depth_member", "weight_sha256"]
 
 _BLANK_STD = 2.0  # a clip whose frames vary by less than 2 grey levels has nothing to track
 _FLOAT16_MAX_M = 6.0e4  # float16 overflows at 65504
 
 
-class StageError(AnnotateError):
-    """One clip failed at one stage; the pipeline records it as a status row and goes on."""
-
-    def __init__(self, clip_id: str, stage: str, reason: str) -> None:
-        super().__init__(f"clip {clip_id}: {stage}: {reason}")
-        self.clip_id, self.stage, self.reason = clip_id, stage, reason
-
-
-@contextmanager
-def _stage(clip_id: str, stage: str) -> Iterator[None]:
-    """Turn any error inside the block into :class:`StageError` for ``stage``."""
-    try:
-        yield
-    except StageError:
-        raise
-    except Exception as err:  # failures are data: any error of this clip becomes its status row
-        raise StageError(clip_id, stage, f"{type(err).__name__}: {err}") from err
-
-
 def decode_stage(row: Mapping[str, Any], config: AnnotateConfig) -> tuple[np.ndarray, float]:
     """Decode a row's span at the stored size and rate; return ``(frames (T, H, W, 3) uint8, fps)``.
 
-    Raises :class:`StageError` (stage ``decode``) for an unreadable video, fewer
+    Raises :class:`ClipError` (stage ``decode``) for an unreadable video, fewer
     than ``config.min_frames`` frames, or blank frames (pixel std < 2 levels).
     """
     from wmkit.datasets.video import decode_clip
 
     clip_id = str(row["clip_id"])
     fps = float(config.fps or row["fps"])
-    with _stage(clip_id, "decode"):
+    with clip_stage(clip_id, "decode"):
         frames = decode_clip(
             row["media_uri"],
             float(row["start_s"]),
@@ -91,10 +72,10 @@ def decode_stage(row: Mapping[str, Any], config: AnnotateConfig) -> tuple[np.nda
             source_fps=float(row["fps"]),
         )
     if len(frames) < config.min_frames:
-        raise StageError(clip_id, "decode", f"{len(frames)} frame(s); at least {config.min_frames} are needed")
+        raise ClipError(clip_id, "decode", f"{len(frames)} frame(s); at least {config.min_frames} are needed")
     std = float(frames.std(axis=(1, 2, 3)).max())
     if std < _BLANK_STD:
-        raise StageError(clip_id, "decode", f"blank frames (largest per-frame pixel std {std:.2f} < {_BLANK_STD})")
+        raise ClipError(clip_id, "decode", f"blank frames (largest per-frame pixel std {std:.2f} < {_BLANK_STD})")
     return frames, fps
 
 
@@ -123,7 +104,7 @@ def weight_sha256(options: Mapping[str, Any]) -> dict[str, str]:
 
 def _predict(backend: Backend, stage: str, frames: np.ndarray, clip_id: str):
     """Run one backend on the clip and validate its prediction against the frames."""
-    with _stage(clip_id, stage):
+    with clip_stage(clip_id, stage):
         return backend.predict(frames, clip_id).validate(clip_id, len(frames), frames.shape[1:3])
 
 
@@ -133,7 +114,7 @@ def annotate_clip(row: Mapping[str, Any], geometry: Backend, metric: Backend, co
     ``geometry`` and ``metric`` are backends already ``setup()`` (once per
     worker, by the caller). Pure apart from reading the row's video: no shard
     or status side effects, so the local runner and Ray actors map it alike.
-    Raises :class:`StageError` naming the clip and the failing stage (module table).
+    Raises :class:`ClipError` naming the clip and the failing stage (module table).
     """
     from wmkit.annotate.bundle_adjust import bundle_adjust
     from wmkit.annotate.fusion import fuse_depth
@@ -145,23 +126,23 @@ def annotate_clip(row: Mapping[str, Any], geometry: Backend, metric: Backend, co
     T, H, W = frames.shape[:3]
     geo = _predict(geometry, "geometry", frames, clip_id)
     met = _predict(metric, "metric", frames, clip_id)
-    with _stage(clip_id, "fusion"):
+    with clip_stage(clip_id, "fusion"):
         fused = fuse_depth(geo, met, config.fusion)
-    with _stage(clip_id, "tracks"):
+    with clip_stage(clip_id, "tracks"):
         tracks = extract_tracks(frames, max_features=config.max_features, match_window=config.match_window)
-    with _stage(clip_id, "bundle_adjust"):
+    with clip_stage(clip_id, "bundle_adjust"):
         result = bundle_adjust(tracks, fused, config.ba, clip_id=clip_id)
         cameras = Cameras(
             result.c2w, result.K, np.arange(T) / fps, np.arange(T), metric=True, scale_confidence=fused.scale_confidence
         ).validate(name=f"clip {clip_id}: bundle adjustment")
-    with _stage(clip_id, "quality"):
+    with clip_stage(clip_id, "quality"):
         metrics = quality_metrics(result, fused, tracks, min_conf=config.fusion.min_conf)
         reasons = quality_failures(metrics, config.quality)
     if reasons and config.quality_policy == "reject":
-        raise StageError(clip_id, "quality", "; ".join(reasons))
-    with _stage(clip_id, "encode"):
+        raise ClipError(clip_id, "quality", "; ".join(reasons))
+    with clip_stage(clip_id, "encode"):
         mp4 = encode_mp4(frames, fps, crf=config.crf, preset=config.x264_preset, name=f"clip {clip_id}")
-    with _stage(clip_id, "sample"):
+    with clip_stage(clip_id, "sample"):
         depth, valid = depth_member(fused.depth, fused.conf, config.fusion.min_conf)
         meta = _meta(row, config, geometry, metric, fps, (W, H), T)
         meta["quality"] = {**_json_ready(metrics), "passed": not reasons, "reasons": reasons}
