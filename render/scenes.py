@@ -5,6 +5,13 @@ catalogues (its discovery rule picks the PLY; see that module)::
 
     <scene>/point_cloud/iteration_<N>/point_cloud.ply     (highest N)
     <scene>/transforms.json                               (nerfstudio, OpenGL c2w)
+    <scene>/<frame file_path>, e.g. images/frame_00001.png  (training images, optional)
+
+Training images are the frames' ``file_path`` resolved against the folder of
+transforms.json (as nerfstudio's dataparser does), kept on :class:`Scene` in
+camera order. A scene with none of them on disk (a generated room written by
+:func:`write_scene`) has no images; one with only some of them is refused, naming
+the first missing file.
 
 The scene frame (:class:`SceneFrame`) is what the path planner needs to move
 a camera like a person would, measured from the data rather than assumed:
@@ -23,21 +30,43 @@ a camera like a person would, measured from the data rather than assumed:
 - **scale**: the median distance of the training camera centres from their
   median centre (the capture radius, in scene units): speeds and clearances
   of paths are set relative to it for non-metric scenes.
+
+Reference views (:func:`nearest_training_views`): for each novel camera, the
+training camera of least ``|Δcentre| / scale + turn_weight · angle(view axes)``
+(angle in radians between the optical axes, roll ignored; ties go to the lowest
+training index). It is DiFix3D's rule (nv-tlabs/Difix3D ``examples/utils.py``:
+translation + rotation angle, weights 1) with the distance in capture radii, so
+the balance between moving and turning is the same in every scene's units.
+:class:`TrainingImages` reads the chosen images once per scene, fitted to the
+render size: scaled to cover it (aspect kept, bicubic), then centre-cropped, so a
+reference has no padding borders and shows what the capture saw around its centre.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from wmkit.datasets.cameras import CameraError, Cameras, from_nerfstudio, to_nerfstudio
 from wmkit.manifests.readers.dl3dv_gs import scene_plys
 from wmkit.render.splats import Splats, SplatError, read_ply, write_ply
 
-__all__ = ["Scene", "SceneError", "SceneFrame", "load_scene", "load_scene_files", "scene_frame", "write_scene"]
+__all__ = [
+    "Scene",
+    "SceneError",
+    "SceneFrame",
+    "TrainingImages",
+    "load_scene",
+    "load_scene_files",
+    "nearest_training_views",
+    "scene_frame",
+    "write_scene",
+]
 
 _BOUNDS_PERCENTILES = (2.0, 98.0)
 
@@ -84,6 +113,8 @@ class Scene:
         frame: up, bounds and scale (:func:`scene_frame`).
         metric: True when scene units are metres (generated scenes); DL3DV
             (COLMAP) scenes are not metric.
+        images: the training image files, one per camera in camera order; empty
+            when the scene has none on disk (module docstring).
     """
 
     name: str
@@ -93,6 +124,7 @@ class Scene:
     height: int
     frame: SceneFrame
     metric: bool = False
+    images: tuple[Path, ...] = ()
 
 
 def _weighted_percentiles(values: np.ndarray, weights: np.ndarray, q: tuple[float, float]) -> np.ndarray:
@@ -137,9 +169,23 @@ def scene_frame(splats: Splats, cameras: Cameras, name: str = "scene") -> SceneF
     return SceneFrame(up=up, align=align, lo=lo, hi=hi, scale=scale)
 
 
+def _training_images(meta: dict, transforms: Path, name: str) -> tuple[Path, ...]:
+    """The frames' image files in camera order (sorted by ``file_path``, as ``from_nerfstudio``), resolved
+    against the folder of ``transforms``; () when none is on disk, SceneError when only some are."""
+    paths = tuple(transforms.parent / p for p in sorted(str(f["file_path"]) for f in meta["frames"]))
+    missing = [p for p in paths if not p.is_file()]
+    if len(missing) == len(paths):
+        return ()
+    if missing:
+        raise SceneError(f"{name}: training image {missing[0]} listed in {transforms} is missing "
+                         f"({len(missing)} of {len(paths)} images absent)")  # fmt: skip
+    return paths
+
+
 def load_scene_files(ply: str | Path, transforms: str | Path, name: str | None = None, fps: float = 30.0) -> Scene:
     """A :class:`Scene` from a splat PLY and a nerfstudio ``transforms.json`` (a manifest row's
-    ``media_uri`` and ``cameras_uri``); errors name ``name`` (default: the PLY's scene folder)."""
+    ``media_uri`` and ``cameras_uri``) with its training image paths; errors name ``name``
+    (default: the PLY's scene folder)."""
     ply, transforms = Path(ply), Path(transforms)
     name = name or str(ply)
     try:
@@ -151,7 +197,8 @@ def load_scene_files(ply: str | Path, transforms: str | Path, name: str | None =
         raise SceneError(f"{name}: {err}") from err
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise SceneError(f"{name}: unreadable {transforms} ({err!r})") from err
-    return Scene(name, splats, cameras, width, height, scene_frame(splats, cameras, name))
+    images = _training_images(meta, transforms, name)
+    return Scene(name, splats, cameras, width, height, scene_frame(splats, cameras, name), images=images)
 
 
 def load_scene(folder: str | Path, fps: float = 30.0) -> Scene:
@@ -174,3 +221,51 @@ def write_scene(scene: Scene, folder: str | Path, iteration: int = 30000) -> Pat
     meta = to_nerfstudio(scene.cameras, scene.width, scene.height)
     (folder / "transforms.json").write_text(json.dumps(meta), encoding="utf-8")
     return ply
+
+
+def nearest_training_views(training: Cameras, c2w: np.ndarray, scale: float, turn_weight: float = 1.0) -> np.ndarray:
+    """(T,) index of the nearest training camera for each novel camera ``c2w`` (T, 4, 4) (rule: module docstring).
+
+    Args:
+        training: the scene's training cameras (OpenCV c2w: the optical axis is column 2).
+        c2w: novel camera-to-world poses.
+        scale: length that one unit of ``turn_weight`` (one radian) is worth (the capture radius).
+        turn_weight: weight of the angle between optical axes, per radian.
+    """
+    c2w = np.asarray(c2w, dtype=np.float64)
+    centres = np.linalg.norm(c2w[:, None, :3, 3] - training.c2w[None, :, :3, 3], axis=-1) / scale
+    cosine = np.einsum("ti,ni->tn", c2w[:, :3, 2], training.c2w[:, :3, 2])
+    cost = centres + turn_weight * np.arccos(np.clip(cosine, -1.0, 1.0))
+    return np.argmin(cost, axis=1)  # first minimum: ties go to the lowest training index
+
+
+class TrainingImages:
+    """A scene's training images as uint8 (H, W, 3) at one render size, each file read once (fit: module docstring).
+
+    Args:
+        scene: the scene whose ``images`` are read.
+        size: (width, height) of the rendered frames.
+    """
+
+    def __init__(self, scene: Scene, size: tuple[int, int]) -> None:
+        self.scene = scene
+        self.size = (int(size[0]), int(size[1]))
+        self._cache: dict[int, np.ndarray] = {}
+
+    def get(self, index: int) -> np.ndarray:
+        """Training image ``index`` fitted to the size; SceneError naming the scene and the file if unreadable."""
+        if index not in self._cache:
+            if not self.scene.images:
+                raise SceneError(f"{self.scene.name}: no training images on disk")
+            path = self.scene.images[index]
+            try:
+                with Image.open(path) as image:
+                    fitted = ImageOps.fit(image.convert("RGB"), self.size, method=Image.Resampling.BICUBIC)
+            except (OSError, ValueError) as err:  # missing, truncated or not an image (UnidentifiedImageError)
+                raise SceneError(f"{self.scene.name}: training image {path} unreadable ({err})") from err
+            self._cache[index] = np.asarray(fitted, dtype=np.uint8)
+        return self._cache[index]
+
+    def stack(self, indices: Sequence[int]) -> np.ndarray:
+        """uint8 (len(indices), H, W, 3) of the images ``indices``, in that order."""
+        return np.stack([self.get(int(i)) for i in indices])

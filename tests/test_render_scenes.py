@@ -12,7 +12,15 @@ from scipy.spatial.transform import Rotation
 
 from wmkit.datasets.cameras import Cameras
 from wmkit.manifests.readers.dl3dv_gs import read_dl3dv_gs
-from wmkit.render.scenes import SceneError, load_scene, load_scene_files, scene_frame, write_scene
+from wmkit.render.scenes import (
+    SceneError,
+    TrainingImages,
+    load_scene,
+    load_scene_files,
+    nearest_training_views,
+    scene_frame,
+    write_scene,
+)
 from wmkit.render.splats import Splats
 from wmkit.render.synthetic_room import make_room_scene
 
@@ -128,3 +136,90 @@ def test_degenerate_scenes_are_refused(room) -> None:
     cams = Cameras(c2w=c2w, K=scene.cameras.K[:2], t=[0.0, 1.0], frame_index=[0, 1])
     with pytest.raises(SceneError, match="room-x: training cameras' up axes cancel"):
         scene_frame(s, cams, "room-x")
+
+
+# --- training images and reference views ---------------------------------------------------------
+
+
+def _cams(centres: list[list[float]], forwards: list[list[float]]) -> Cameras:
+    """Cameras at ``centres`` whose optical axes (OpenCV +z) point along ``forwards``."""
+    c2w = np.repeat(np.eye(4)[None], len(centres), axis=0)
+    for i, (c, f) in enumerate(zip(centres, forwards)):
+        z = np.asarray(f, float) / np.linalg.norm(f)
+        x = np.cross([0.0, 0.0, 1.0], z) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+        x /= np.linalg.norm(x)
+        c2w[i, :3, :3] = np.stack([x, np.cross(z, x), z], axis=1)
+        c2w[i, :3, 3] = c
+    return Cameras(c2w=c2w, K=np.repeat(np.eye(3)[None], len(centres), 0), t=np.arange(len(centres)) * 1.0,
+                   frame_index=np.arange(len(centres)))  # fmt: skip
+
+
+def test_nearest_training_view_weighs_distance_in_capture_radii_against_turning() -> None:
+    ahead = [1.0, 0.0, 0.0]
+    training = _cams([[0, 0, 0], [1, 0, 0], [0.4, 0, 0], [2, 0, 0]], [ahead, ahead, [-1, 0, 0], ahead])
+    query = _cams([[0.1, 0, 0], [0.45, 0, 0], [0.5, 0, 0], [1.9, 0, 0]], [ahead] * 4).c2w
+    # 0.45: training 2 is 0.05 away but faces backwards (π rad); training 0 is 0.45 away, same heading
+    np.testing.assert_array_equal(nearest_training_views(training, query, scale=1.0), [0, 0, 0, 3])
+    # 0.5 is equidistant from training 0 and 1: the tie goes to the lower index
+    assert nearest_training_views(training, query[2:3], scale=1.0)[0] == 0
+    # with turning free, the backwards camera 0.05 away wins
+    assert nearest_training_views(training, query[1:2], scale=1.0, turn_weight=0.0)[0] == 2
+    # the same capture ten times larger (scale too) picks the same views
+    big_training, big_query = replace(training, c2w=training.c2w.copy()), query.copy()
+    big_training.c2w[:, :3, 3] *= 10
+    big_query[:, :3, 3] *= 10
+    np.testing.assert_array_equal(nearest_training_views(big_training, big_query, scale=10.0), [0, 0, 0, 3])
+    # 30° of turn costs 0.52 radii: a camera 0.3 radii off but aligned beats one in place but turned
+    turned = _cams([[0, 0, 0], [0.3, 0, 0]], [[np.cos(np.pi / 6), np.sin(np.pi / 6), 0], ahead])
+    assert nearest_training_views(turned, _cams([[0, 0, 0]], [ahead]).c2w, scale=1.0)[0] == 1
+
+
+def _write_images(folder: Path, scene, colours: np.ndarray, size: tuple[int, int] = (40, 20)) -> list[Path]:
+    """One flat-colour PNG per training camera at the transforms.json file paths; returns them in camera order."""
+    from PIL import Image
+
+    meta = json.loads((folder / "transforms.json").read_text())
+    paths = sorted(folder / f["file_path"] for f in meta["frames"])
+    for path, colour in zip(paths, colours):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.broadcast_to(colour, (size[1], size[0], 3)).astype(np.uint8)).save(path)
+    return paths
+
+
+def test_training_images_are_kept_in_camera_order_fitted_and_read_once(tmp_path: Path, room) -> None:
+    from PIL import Image
+
+    scene, _ = room
+    write_scene(scene, tmp_path / "plain")
+    assert load_scene(tmp_path / "plain").images == ()  # generated room: file paths listed, none on disk
+    folder = tmp_path / "captured"
+    write_scene(scene, folder)
+    colours = np.arange(len(scene.cameras))[:, None] * [10, 5, 1]
+    paths = _write_images(folder, scene, colours)
+    loaded = load_scene(folder)
+    assert loaded.images == tuple(paths) and len(paths) == len(scene.cameras)
+    # a 40x20 image (2:1) into 12x8 (3:2): the centre 30x20 scaled by 0.4, 5 columns cut on each side, no padding
+    ramp = np.broadcast_to((6 * np.arange(40))[None, :, None], (20, 40, 3)).astype(np.uint8)
+    Image.fromarray(ramp).save(paths[3])
+    images = TrainingImages(loaded, (12, 8))
+    fitted = images.get(3)
+    assert fitted.shape == (8, 12, 3) and fitted.dtype == np.uint8
+    source_x = 5 + (np.arange(12) + 0.5) * 30 / 12 - 0.5  # output column centres in source pixels
+    np.testing.assert_allclose(fitted[4, :, 0], 6 * source_x, atol=1.5)
+    np.testing.assert_array_equal(images.stack([5, 3])[0], np.broadcast_to(colours[5], (8, 12, 3)))
+    paths[3].unlink()  # read once: the cached image no longer needs the file
+    np.testing.assert_array_equal(images.get(3), fitted)
+
+
+def test_missing_or_corrupt_training_images_name_the_scene_and_file(tmp_path: Path, room) -> None:
+    scene, _ = room
+    folder = tmp_path / "s2"
+    write_scene(scene, folder)
+    paths = _write_images(folder, scene, np.zeros((len(scene.cameras), 3)))
+    paths[7].write_bytes(b"not a png")
+    images = TrainingImages(load_scene(folder), (8, 6))
+    with pytest.raises(SceneError, match=rf"s2: training image {paths[7]} unreadable"):
+        images.get(7)
+    paths[7].unlink()
+    with pytest.raises(SceneError, match=rf"s2: training image {paths[7]} listed in .*transforms.json is missing"):
+        load_scene(folder)
