@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU work that CI cannot do, in stages that each fit one call of the device tool (10 min).
+#
+# Run from the repository root on a GPU machine whose image already has torch, triton and
+# friends but no package registry (the H100/H200 machines of this project):
+#
+#   bash bench/gpu_session.sh tests      # GPU-marked tests: Triton GDN at production shapes, gsplat parity
+#   bash bench/gpu_session.sh gdn        # bench/gdn.py        -> bench/results/gdn.json + .md
+#   bash bench/gpu_session.sh geometry   # bench/geometry.py   -> bench/results/geometry.json + .md
+#   bash bench/gpu_session.sh render     # bench/render.py     -> bench/results/render.json + .md
+#   bash bench/gpu_session.sh train      # bench/train.py      -> bench/results/train.json
+#
+# gsplat is not on those images: on the CPU machine first, fetch its wheel into .whl/
+# (git-ignored) and name .whl in the call's carry list:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl gsplat==1.5.3
+#
+# Each stage copies what it wrote, and its log, into $OUT (one .tgz) when $OUT is set.
+set -uo pipefail
+stage=${1:?usage: bash bench/gpu_session.sh tests|gdn|geometry|render|train}
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+
+# wmkit without touching the image's packages: the repo root is the package `wmkit`.
+mkdir -p /tmp/wmkit_site
+ln -sfn "$PWD" /tmp/wmkit_site/wmkit
+export PYTHONPATH=/tmp/wmkit_site${PYTHONPATH:+:$PYTHONPATH}
+if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/wmkit_deps .whl/*.whl
+    export PYTHONPATH=$PYTHONPATH:/tmp/wmkit_deps
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python3 -c "import torch, triton, wmkit; print('torch', torch.__version__, 'triton', triton.__version__)"
+
+log=/tmp/gpu_${stage}.log
+case "$stage" in
+    tests)    python3 -m pytest -q -m gpu -rA tests/ 2>&1 | tee "$log" ;;
+    gdn)      python3 bench/gdn.py 2>&1 | tee "$log" ;;
+    geometry) python3 bench/geometry.py 2>&1 | tee "$log" ;;
+    render)   python3 bench/render.py 2>&1 | tee "$log" ;;
+    train)    python3 bench/train.py 2>&1 | tee "$log" ;;
+    *) echo "unknown stage $stage" >&2; exit 2 ;;
+esac
+rc=${PIPESTATUS[0]}
+if [ -n "${OUT:-}" ]; then
+    tar czf "$OUT/$stage.tgz" "$log" bench/results 2>/dev/null
+fi
+exit "$rc"
