@@ -8,6 +8,7 @@ Usage::
     if refiner is not None:
         clean = refiner.refine(frames)                  # uint8 [T, H, W, 3] -> uint8 [T, H, W, 3]
         clean = refiner.refine(frames, reference=ref)   # ref uint8 [H, W, 3] (all frames) or [T, H, W, 3]
+        clean = refiner.refine(frames, reference=views, reference_index=idx)  # views [U, H, W, 3], idx [T]
         meta = refiner.provenance()                     # version, folder, weight sha256s, prompt, timestep
 
 Weights come from a local folder in the SD-Turbo / diffusers layout, never downloaded
@@ -234,29 +235,45 @@ class Refiner:
             "space_stride": self.space_stride,
         }
 
-    def refine(self, frames: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    def refine(
+        self, frames: np.ndarray, reference: np.ndarray | None = None, reference_index: np.ndarray | None = None
+    ) -> np.ndarray:
         """Refine frames one step: uint8 ``[T, H, W, 3]`` in, the same shape and dtype out.
 
         Args:
             frames: uint8 [T, H, W, 3] rendered frames.
             reference: optional uint8 [H, W, 3] view shared by all frames, or [T, H, W, 3]
-                one per frame (DiFix3D's reference view; same size as the frames).
+                one per frame (DiFix3D's reference view; same size as the frames), or with
+                ``reference_index`` [U, H, W, 3] distinct views.
+            reference_index: optional int [T]: frame t's reference is ``reference[reference_index[t]]``
+                (a 961-frame clip with a few distinct views needs no T-sized copy of them).
         """
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise RefinerError(f"refiner: frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
         if reference is not None:
             reference = np.asarray(reference)
-            if reference.ndim == 3:
-                reference = np.broadcast_to(reference, frames.shape)
-            if reference.dtype != np.uint8 or reference.shape != frames.shape:
+            if reference_index is None and reference.ndim == 3:  # one view for every frame
+                reference, reference_index = reference[None], np.zeros(len(frames), np.int64)
+            elif reference_index is None and len(reference) == len(frames):  # one view per frame
+                reference_index = np.arange(len(frames))
+            if reference_index is None or reference.dtype != np.uint8 or reference.shape[1:] != frames.shape[1:]:
                 raise RefinerError(
-                    f"refiner: reference must be uint8 [H, W, 3] or [T, H, W, 3] matching frames "
-                    f"{frames.shape}, got {reference.dtype} {reference.shape}"
+                    f"refiner: reference must be uint8 [H, W, 3] or [T, H, W, 3] (or [U, H, W, 3] with "
+                    f"reference_index) matching frames {frames.shape}, got {reference.dtype} {reference.shape}"
                 )
+            reference_index = np.asarray(reference_index)
+            if (reference_index.shape != (len(frames),) or reference_index.dtype.kind not in "iu"
+                    or ((reference_index < 0) | (reference_index >= len(reference))).any()):  # fmt: skip
+                raise RefinerError(
+                    f"refiner: reference_index must be {len(frames)} ints in [0, {len(reference)}), got "
+                    f"{reference_index.dtype} {reference_index.shape}"
+                )
+        elif reference_index is not None:
+            raise RefinerError("refiner: reference_index given without reference views")
         out = np.empty_like(frames)
         for i in range(0, len(frames), self.batch_size):
-            ref = None if reference is None else reference[i : i + self.batch_size]
+            ref = None if reference is None else reference[reference_index[i : i + self.batch_size]]
             out[i : i + self.batch_size] = self._refine_batch(frames[i : i + self.batch_size], ref)
         return out
 

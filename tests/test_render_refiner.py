@@ -11,44 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from _render_fixtures import write_tiny_pipeline
 from wmkit.render.flicker import FlickerError, flicker_before_after, warped_frame_error
 from wmkit.render.poses import look_at_c2w, pinhole_K
 from wmkit.render.reference_rasterizer import render_views
 from wmkit.render.refiner import PROMPT, TIMESTEP, Refiner, RefinerError, load_refiner
 from wmkit.render.synthetic_room import make_room_scene
-
-
-def _write_tiny_pipeline(root: Path) -> None:
-    """A random SD-Turbo-layout folder: unet/, vae/, text_encoder/, tokenizer/, scheduler/ (~0.5 MB)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    torch.manual_seed(0)
-    UNet2DConditionModel(
-        sample_size=8, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4,
-    ).save_pretrained(root / "unet")  # fmt: skip
-    AutoencoderKL(
-        block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4,
-        scaling_factor=10.0,  # random weights give small latents; scaled up, an x0 clipped to [-1, 1] would show
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-    ).save_pretrained(root / "vae")  # fmt: skip
-    CLIPTextModel(CLIPTextConfig(
-        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-        max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1,
-    )).save_pretrained(root / "text_encoder")  # fmt: skip
-    # Character-level CLIP BPE: every letter, word-final forms of the prompt's letters, no merges.
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for token in [*"abcdefghijklmnopqrstuvwxyz", *(c + "</w>" for c in "adegimnortv")]:
-        vocab[token] = len(vocab)
-    (root / "tokenizer").mkdir()
-    (root / "tokenizer/vocab.json").write_text(json.dumps(vocab))
-    (root / "tokenizer/merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(root / "tokenizer/vocab.json"), str(root / "tokenizer/merges.txt"), model_max_length=16)
-    tokenizer.save_pretrained(root / "tokenizer")
-    # DDPMScheduler's default clip_sample=True is kept on purpose: the refiner must switch it off.
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,7 +32,7 @@ def _one_thread():
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("diffusers")  # the refiner's optional dependency; the flicker tests need none
     root = tmp_path_factory.mktemp("difix") / "sd-turbo-tiny"
-    _write_tiny_pipeline(root)
+    write_tiny_pipeline(root)
     return root
 
 
@@ -145,6 +113,11 @@ def test_reference_view_is_attended_per_sample(refiner: Refiner) -> None:
     assert (changed[1] != with_ref[1]).any()
     shared = refiner.refine(frames, reference=refs[0])  # one [H, W, 3] view for every frame
     np.testing.assert_array_equal(shared[0], with_ref[0])
+    # distinct views picked per frame by index = the same views repeated per frame
+    indexed = refiner.refine(frames, reference=refs[::-1], reference_index=np.array([1, 0]))
+    np.testing.assert_array_equal(indexed, with_ref)
+    by_index = refiner.refine(frames, reference=refs[:1], reference_index=np.array([0, 0]))
+    np.testing.assert_array_equal(by_index, shared)
 
 
 def test_bad_frames_are_refused_by_shape(refiner: Refiner) -> None:
@@ -152,6 +125,10 @@ def test_bad_frames_are_refused_by_shape(refiner: Refiner) -> None:
         refiner.refine(np.zeros((2, 8, 8, 3), np.float32))
     with pytest.raises(RefinerError, match=r"reference .*\(2, 8, 6, 3\)"):
         refiner.refine(np.zeros((2, 8, 8, 3), np.uint8), reference=np.zeros((2, 8, 6, 3), np.uint8))
+    with pytest.raises(RefinerError, match=r"reference_index must be 2 ints in \[0, 1\)"):
+        refiner.refine(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((1, 8, 8, 3), np.uint8), np.array([0, 1]))
+    with pytest.raises(RefinerError, match=r"reference .*\(3, 8, 8, 3\)"):  # T views for 2 frames, no index
+        refiner.refine(np.zeros((2, 8, 8, 3), np.uint8), reference=np.zeros((3, 8, 8, 3), np.uint8))
 
 
 def test_provenance_holds_weight_sha256(refiner: Refiner, tiny_dir: Path) -> None:
