@@ -19,9 +19,10 @@ EXAMPLES = """examples:
   # catalogue DL3DV 3DGS scenes, then 4 one-minute 720p paths per scene on the GPUs of this machine
   wmkit manifest build --source dl3dv_gs --root /data/DL3DV-GS --out dl3dv_gs.parquet
   wmkit render --scenes dl3dv_gs.parquet --out shards/render --paths-per-scene 4
-  # with the DiFix3D refiner, 8 GPU actors (one 8-GPU node, or the Ray cluster RAY_ADDRESS names)
+  # with the DiFix3D refiner, 8 GPU actors (one 8-GPU node, or the Ray cluster RAY_ADDRESS names);
+  # each frame's reference view is its nearest training image (--refiner-reference none: no reference)
   wmkit render --scenes dl3dv_gs.parquet --out shards/render --paths-per-scene 4 \\
-      --refiner /weights/difix --actors 8
+      --refiner /weights/difix_ref --actors 8
   # a CPU box: in-process, reference rasterizer, short small clips; redo earlier failures
   wmkit render --scenes m.parquet --out shards/ --paths-per-scene 1 --frames 33 --size 160x96 \\
       --runner local --retry-failed
@@ -51,6 +52,7 @@ def build_config(args: argparse.Namespace) -> RenderConfig:
         rasterizer=args.rasterizer,
         depth_stride=args.depth_stride,
         refiner=args.refiner,
+        refiner_reference=args.refiner_reference,
         num_actors=args.actors,
         num_gpus_per_actor=args.gpus_per_actor,
     )
@@ -96,6 +98,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
                         help="path key poses: along the training cameras or a random walk")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="mixed into every path's seed")
     parser.add_argument("--refiner", help="DiFix3D-style refiner folder (SD-Turbo layout); default: off")
+    parser.add_argument("--refiner-reference", choices=("nearest", "none"), default="nearest",
+                        help="the refiner's reference view per frame: the nearest training image (scenes "
+                             "without images on disk get none, recorded), or none")  # fmt: skip
     parser.add_argument("--rasterizer", choices=("auto", "gsplat", "reference"), default="auto",
                         help="auto: gsplat on CUDA when importable, else the CPU reference")  # fmt: skip
     parser.add_argument("--depth-stride", type=int, default=4, help="depth.npz at size / stride (default 4)")

@@ -11,8 +11,12 @@ One run::
         scene    load_scene_files(ply, transforms.json)        SceneError (bad PLY, degenerate)
         path     plan_path(scene, seed, config.path)           PathError (every attempt's reason)
         render   render_frames: uint8 RGB, expected depth, alpha (gsplat on CUDA, else reference)
-        refine   refiner.refine(frames) when config.refiner is set, else skipped ("off");
-                 flicker before/after (render.flicker) at the depth's resolution -> json quality
+        reference  with the refiner and config.refiner_reference "nearest": each frame's
+                 nearest training view (scenes.nearest_training_views), its image fitted to
+                 the render size and read once per scene (scenes.TrainingImages); a scene
+                 without training images on disk gets none; json render.reference records it
+        refine   refiner.refine(frames, views, index) when config.refiner is set, else skipped
+                 ("off"); flicker before/after (render.flicker) at the depth's resolution -> json quality
         encode   encode_mp4 (libx264, fixed threads: same bytes on every run)
         sample   Sample(mp4, cameras = the planned path, depth.npz, json).validate()
       runner="local": one worker in this process, tasks in order
@@ -69,7 +73,7 @@ from wmkit.render.frames import (
 )
 from wmkit.render.path_planner import PathConfig, PlannedPath, plan_path
 from wmkit.render.reference_rasterizer import Rasterize
-from wmkit.render.scenes import Scene, SceneError, load_scene_files
+from wmkit.render.scenes import Scene, SceneError, TrainingImages, load_scene_files, nearest_training_views
 
 __all__ = [
     "DemoRender",
@@ -103,6 +107,8 @@ class RenderConfig:
     alpha_check: bool | None = None  # planner's rendered-alpha check; None: on with gsplat, off on the CPU reference
     refiner: str | None = None  # DiFix3D-style refiner folder (render.refiner); None: off
     refiner_batch_size: int = 8
+    # the refiner's reference view: "nearest" training image per frame (none for scenes without images), or "none"
+    refiner_reference: Literal["nearest", "none"] = "nearest"
     crf: int = 18  # x264 quality
     preset: str = "veryfast"  # x264 speed preset: 961 frames at 720p must not dominate the run
     encode_threads: int = 4  # x264 threads; the bytes depend on it, so it is part of the config
@@ -125,6 +131,10 @@ class RenderConfig:
                 f"RenderConfig: size {self.path.width}x{self.path.height} must be even (H.264) and a multiple "
                 f"of depth_stride {self.depth_stride}"
             )
+        if self.refiner_reference not in ("nearest", "none"):
+            raise ValueError(
+                f"RenderConfig: refiner_reference must be 'nearest' or 'none', got {self.refiner_reference!r}"
+            )
         if self.num_actors < 1 or self.encode_threads < 1:
             raise ValueError(f"RenderConfig: num_actors ({self.num_actors}) and encode_threads "
                              f"({self.encode_threads}) must be >= 1")  # fmt: skip
@@ -141,8 +151,11 @@ class RenderConfig:
 class Refine(Protocol):
     """What the pipeline needs of a refiner (``wmkit.render.refiner.Refiner`` is one)."""
 
-    def refine(self, frames: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
-        """uint8 (T, H, W, 3) frames in, refined frames of the same shape and dtype out."""
+    def refine(
+        self, frames: np.ndarray, reference: np.ndarray | None = None, reference_index: np.ndarray | None = None
+    ) -> np.ndarray:
+        """uint8 (T, H, W, 3) frames in, refined frames of the same shape and dtype out; frame t's
+        reference view, when given, is ``reference[reference_index[t]]`` (U, H, W, 3)."""
 
     def provenance(self) -> dict:
         """JSON-ready record of what refined the frames (folder, weight sha256s, ...)."""
@@ -224,6 +237,21 @@ def _flicker(frames: Frames, refined: np.ndarray, path: PlannedPath, device: str
                                 frames.alpha, device=device)  # fmt: skip
 
 
+def _reference_views(
+    scene: Scene, path: PlannedPath, config: RenderConfig, images: TrainingImages
+) -> tuple[np.ndarray | None, np.ndarray | None, dict[str, Any]]:
+    """The refiner's reference views (U distinct images, each frame's index into them) and the json record:
+    ``frames`` = the training camera index per frame, ``files`` = those indices' image files."""
+    if config.refiner_reference == "none":
+        return None, None, {"mode": "none", "reason": "refiner_reference is 'none'"}
+    if not scene.images:
+        return None, None, {"mode": "none", "reason": "the scene has no training images on disk"}
+    nearest = nearest_training_views(scene.cameras, path.cameras.c2w, scene.frame.scale)
+    used, per_frame = np.unique(nearest, return_inverse=True)
+    record = {"mode": "nearest", "frames": nearest.tolist(), "files": {str(i): str(scene.images[i]) for i in used}}
+    return images.stack(used), per_frame, record
+
+
 def planner_rasterize(config: RenderConfig, rasterizer: Rasterizer) -> Rasterize | None:
     """The rasterizer for the planner's alpha check, or None when ``config.alpha_check`` (resolved) is off."""
     on = config.alpha_check if config.alpha_check is not None else rasterizer.name != "reference"
@@ -236,6 +264,7 @@ def render_task(
     rasterizer: Rasterizer,
     refiner: Refine | None = None,
     scene: tuple[Scene, SceneTensors] | None = None,
+    images: TrainingImages | None = None,
 ) -> Sample:
     """Render one (scene, path) task into a validated :class:`Sample`, or raise :class:`ClipError` naming the stage.
 
@@ -245,6 +274,8 @@ def render_task(
         rasterizer: from :func:`~wmkit.render.frames.pick_rasterizer`.
         refiner: applied to the rendered frames when given.
         scene: the task's scene and its device tensors when already loaded (else loaded here).
+        images: the scene's training images at the render size when a worker keeps them across
+            paths (else read here); used for the refiner's reference views.
     """
     key, cfg = str(task["key"]), config.path
     size = (cfg.width, cfg.height)
@@ -258,10 +289,13 @@ def render_task(
     with clip_stage(key, "render"):
         frames = render_frames(tensors, path.cameras, size, rasterizer=rasterizer, batch_size=config.batch_size,
                                depth_stride=config.depth_stride)  # fmt: skip
-    rgb, quality = frames.rgb, {}
+    rgb, quality, reference = frames.rgb, {}, "off"
     if refiner is not None:
+        with clip_stage(key, "reference"):
+            images = images if images is not None else TrainingImages(splat_scene, size)
+            views, index, reference = _reference_views(splat_scene, path, config, images)
         with clip_stage(key, "refine"):
-            rgb = refiner.refine(rgb)
+            rgb = refiner.refine(rgb, views, index)
             quality["flicker"] = _flicker(frames, rgb, path, rasterizer.device)
     with clip_stage(key, "encode"):
         from wmkit.datasets.video import encode_mp4
@@ -269,13 +303,15 @@ def render_task(
         mp4 = encode_mp4(rgb, cfg.fps, config.crf, config.preset, threads=config.encode_threads, name=key)
     with clip_stage(key, "sample"):
         depth, valid = _depth_member(frames)
-        meta = _meta(task, config, path, frames, splat_scene, rasterizer, refiner, quality)
+        meta = _meta(task, config, path, frames, splat_scene, rasterizer, refiner, reference, quality)
         return Sample(key, mp4, path.cameras, meta, depth=depth, depth_valid=valid).validate()
 
 
 def _meta(task: Mapping[str, Any], config: RenderConfig, path: PlannedPath, frames: Frames, scene: Scene,
-          rasterizer: Rasterizer, refiner: Refine | None, quality: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    """The sample's json: manifest fields, the render record (scene, seed, attempt, refiner, path stats), provenance."""
+          rasterizer: Rasterizer, refiner: Refine | None, reference: dict[str, Any] | str,
+          quality: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """The sample's json: manifest fields, the render record (scene, seed, attempt, refiner and its reference
+    views, path stats), provenance."""
     cfg = config.path
     refined = refiner.provenance() if refiner is not None else "off"
     return {
@@ -298,6 +334,7 @@ def _meta(task: Mapping[str, Any], config: RenderConfig, path: PlannedPath, fram
             "num_gaussians": len(scene.splats),
             "rasterizer": rasterizer.name,
             "refiner": refined,
+            "reference": reference,
             "depth_size": [cfg.width // frames.depth_stride, cfg.height // frames.depth_stride],
             "depth_units": "m" if scene.metric else "scene",
             "path_stats": _path_stats(path, frames, scene),
@@ -316,12 +353,13 @@ def _meta(task: Mapping[str, Any], config: RenderConfig, path: PlannedPath, fram
 
 
 class PathRenderer(ItemWorker):
-    """Rasterizer and refiner set up once; renders tasks one by one, keeping the last scene loaded (one per Ray actor)."""
+    """Rasterizer and refiner set up once; renders tasks one by one, keeping the last scene loaded with its
+    training images read so far (one per Ray actor)."""
 
     def __init__(self, config: RenderConfig) -> None:
         self.config = config
         self.setup_error = ""
-        self._scene: tuple[str, tuple[Scene, SceneTensors]] | None = None
+        self._scene: tuple[str, tuple[Scene, SceneTensors], TrainingImages] | None = None
         self.refiner: Refine | None = None
         try:
             self.rasterizer = pick_rasterizer(config.rasterizer)
@@ -333,15 +371,17 @@ class PathRenderer(ItemWorker):
         except Exception as err:  # a missing refiner folder or no gsplat fails every task with its reason, not the run
             self.setup_error = f"{type(err).__name__}: {err}"
 
-    def _scene_of(self, task: Mapping[str, Any]) -> tuple[Scene, SceneTensors]:
-        """The task's scene, loaded (and uploaded) once for consecutive paths of the same scene."""
+    def _scene_of(self, task: Mapping[str, Any]) -> tuple[tuple[Scene, SceneTensors], TrainingImages]:
+        """The task's scene and its training images, loaded (and uploaded) once for consecutive paths of one scene."""
         uri = str(task["media_uri"])
         if self._scene is None or self._scene[0] != uri:
             self._scene = None  # free the previous scene's device memory before loading the next
             with clip_stage(str(task["key"]), "scene"):
                 scene = load_task_scene(task)
-                self._scene = (uri, (scene, SceneTensors.from_splats(scene.splats, self.rasterizer.device)))
-        return self._scene[1]
+                tensors = SceneTensors.from_splats(scene.splats, self.rasterizer.device)
+                images = TrainingImages(scene, (self.config.path.width, self.config.path.height))
+                self._scene = (uri, (scene, tensors), images)
+        return self._scene[1], self._scene[2]
 
     def process(self, row: Mapping[str, Any]) -> ItemResult:
         """Render one task; every failure comes back as a result naming the stage."""
@@ -349,7 +389,8 @@ class PathRenderer(ItemWorker):
         if self.setup_error:
             return ItemResult(key, None, "setup", self.setup_error)
         try:
-            sample = render_task(row, self.config, self.rasterizer, self.refiner, self._scene_of(row))
+            scene, images = self._scene_of(row)
+            sample = render_task(row, self.config, self.rasterizer, self.refiner, scene, images)
             return ItemResult(key, sample.to_members())
         except ClipError as err:
             return ItemResult(key, None, err.stage, err.reason)

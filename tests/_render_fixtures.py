@@ -1,9 +1,12 @@
-"""Shared render test data: a tiny random diffusers pipeline in the SD-Turbo layout the refiner loads.
+"""Shared render test data: a tiny random diffusers pipeline in the SD-Turbo layout the refiner loads,
+and training images for a DL3DV-layout scene folder.
 
 Example::
 
     write_tiny_pipeline(tmp_path / "difix")
     refiner = load_refiner(tmp_path / "difix", batch_size=2)   # space_stride 2, ~0.5 MB of weights
+    write_scene(scene, tmp_path / "s")
+    write_training_images(tmp_path / "s", colours)              # one flat-colour PNG per camera
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -45,3 +49,16 @@ def write_tiny_pipeline(root: Path) -> None:
     tokenizer.save_pretrained(root / "tokenizer")
     # DDPMScheduler's default clip_sample=True is kept on purpose: the refiner must switch it off.
     DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(root / "scheduler")
+
+
+def write_training_images(folder: Path, colours: np.ndarray, size: tuple[int, int] = (40, 20)) -> list[Path]:
+    """One flat-colour PNG of ``size`` (W, H) per frame of ``folder/transforms.json``, at its ``file_path``;
+    ``colours`` (N, 3) in camera order (sorted file paths). Returns the paths in that order."""
+    from PIL import Image
+
+    meta = json.loads((folder / "transforms.json").read_text())
+    paths = sorted(folder / f["file_path"] for f in meta["frames"])
+    for path, colour in zip(paths, colours):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.broadcast_to(colour, (size[1], size[0], 3)).astype(np.uint8)).save(path)
+    return paths

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from _render_fixtures import write_tiny_pipeline, write_training_images
 from wmkit.datasets.cameras import Cameras
 from wmkit.datasets.shard_index import read_index, read_sample, verify_shards
 from wmkit.datasets.status import read_status
@@ -29,7 +30,7 @@ from wmkit.render.pipeline import (
     scene_tasks,
 )
 from wmkit.render.reference_rasterizer import render_views
-from wmkit.render.scenes import load_scene, write_scene
+from wmkit.render.scenes import load_scene, nearest_training_views, write_scene
 from wmkit.render.splats import write_ply
 from wmkit.render.synthetic_room import make_room_scene
 
@@ -197,9 +198,13 @@ def test_second_run_does_nothing_and_retry_failed_redoes_only_failures(run):
 
 
 class _DarkenRefiner:
-    """A stand-in refiner: darkens every frame by a quarter (the pipeline only needs the protocol)."""
+    """A stand-in refiner: darkens every frame by a quarter (the pipeline only needs the protocol);
+    keeps the reference views and index of its last call."""
 
-    def refine(self, frames: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    def refine(
+        self, frames: np.ndarray, reference: np.ndarray | None = None, reference_index: np.ndarray | None = None
+    ) -> np.ndarray:
+        self.reference, self.reference_index = reference, reference_index
         return (frames * 0.75).astype(np.uint8)
 
     def provenance(self) -> dict:
@@ -209,8 +214,12 @@ class _DarkenRefiner:
 def test_refiner_output_is_what_is_encoded_and_flicker_is_recorded(scenes):
     _, manifest = scenes
     task = next(t for t in scene_tasks(manifest, CONFIG) if t["key"] == "room_p000")
-    sample = render_task(task, CONFIG, pick_rasterizer("reference"), _DarkenRefiner())
+    refiner = _DarkenRefiner()
+    sample = render_task(task, CONFIG, pick_rasterizer("reference"), refiner)
     assert sample.meta["render"]["refiner"]["class"] == "_DarkenRefiner"
+    # a generated room has no training images on disk: no reference, and the json says why
+    assert refiner.reference is None and refiner.reference_index is None
+    assert sample.meta["render"]["reference"] == {"mode": "none", "reason": "the scene has no training images on disk"}
     assert sample.meta["provenance"]["backends"]["refiner"] == "difix3d"
     assert sample.meta["provenance"]["weights"] == {"unet": {"w.safetensors": "0" * 64}}
     flicker = sample.meta["quality"]["flicker"]
@@ -218,6 +227,72 @@ def test_refiner_output_is_what_is_encoded_and_flicker_is_recorded(scenes):
     checked = dataclasses.replace(CONFIG, alpha_check=True)  # the planner's alpha check through the rasterizer
     plain = render_task(task, checked, pick_rasterizer("reference"))
     assert sample.mp4 != plain.mp4 and np.array_equal(sample.cameras.c2w, plain.cameras.c2w)
+    assert plain.meta["render"]["reference"] == "off"
+
+
+@pytest.fixture(scope="module")
+def captured(tmp_path_factory) -> tuple[Path, pd.DataFrame, np.ndarray]:
+    """DL3DV-layout folders with training images: "captured" (flat colours, 2:1 PNGs), "corrupt" (every
+    image garbage), "partial" (one image missing); plus the image-less "plain" room. Returns the colours."""
+    root = tmp_path_factory.mktemp("captured")
+    room = _room()
+    n = len(room.cameras)
+    colours = np.stack([np.arange(n) * 10, np.full(n, 200), np.zeros(n)], axis=1)
+    for name in ("captured", "corrupt", "partial", "plain"):
+        write_scene(room, root / name)
+    write_training_images(root / "captured", colours)
+    for path in write_training_images(root / "corrupt", colours):
+        path.write_bytes(b"\x89PNG truncated")
+    write_training_images(root / "partial", colours)[5].unlink()
+    return root, read_dl3dv_gs(root), colours
+
+
+def test_reference_views_are_each_frames_nearest_training_image(captured):
+    root, manifest, colours = captured
+    task = next(t for t in scene_tasks(manifest, CONFIG) if t["key"] == "captured_p000")
+    refiner = _DarkenRefiner()
+    sample = render_task(task, CONFIG, pick_rasterizer("reference"), refiner)
+    scene = load_scene(root / "captured")
+    nearest = nearest_training_views(scene.cameras, sample.cameras.c2w, scene.frame.scale)
+    reference = sample.meta["render"]["reference"]
+    assert reference["mode"] == "nearest" and reference["frames"] == nearest.tolist()
+    assert reference["files"] == {str(i): str(root.resolve() / "captured" / f"images/frame_{i + 1:05d}.png")
+                                  for i in sorted(set(nearest.tolist()))}  # fmt: skip
+    # frame t's view is training image nearest[t], fitted to the render size (flat colour: exact)
+    views = refiner.reference[refiner.reference_index]
+    assert views.shape == (FRAMES, H, W, 3) and len(refiner.reference) == len(set(nearest.tolist()))
+    np.testing.assert_array_equal(views, np.broadcast_to(colours[nearest][:, None, None], views.shape))
+    no_reference = dataclasses.replace(CONFIG, refiner_reference="none")
+    off = render_task(task, no_reference, pick_rasterizer("reference"), refiner)
+    assert refiner.reference is None and off.meta["render"]["reference"]["mode"] == "none"
+    with pytest.raises(ValueError, match="refiner_reference must be 'nearest' or 'none'"):
+        dataclasses.replace(CONFIG, refiner_reference="nearby")
+
+
+def test_tiny_refiner_with_references_publishes_and_bad_images_fail_naming_scene_and_file(captured, tmp_path):
+    pytest.importorskip("diffusers")
+    root, manifest, _ = captured
+    write_tiny_pipeline(tmp_path / "difix")
+    config = dataclasses.replace(CONFIG, paths_per_scene=1, refiner=str(tmp_path / "difix"), refiner_batch_size=2)
+    status = render_manifest(manifest, tmp_path / "out", config, runner="local", progress=False)
+    status = status.set_index("clip_id")
+    assert status.loc["captured_p000", "status"] == status.loc["plain_p000", "status"] == "done"
+    assert verify_shards(tmp_path / "out", check_video=True).ok
+    sample = read_sample(tmp_path / "out", "captured_p000")
+    reference = sample.meta["render"]["reference"]
+    assert reference["mode"] == "nearest" and len(reference["frames"]) == FRAMES
+    assert all(Path(f).is_file() and "captured/images/" in f for f in reference["files"].values())
+    assert sample.meta["render"]["refiner"]["class"] == "Refiner" and "flicker" in sample.meta["quality"]
+    assert decode_mp4_bytes(sample.mp4, name="captured_p000").shape == (FRAMES, H, W, 3)
+    plain = read_sample(tmp_path / "out", "plain_p000").meta["render"]["reference"]
+    assert plain == {"mode": "none", "reason": "the scene has no training images on disk"}
+    corrupt = status.loc["corrupt_p000"]
+    assert corrupt.status == "failed" and corrupt.stage == "reference", corrupt.reason
+    assert "corrupt: training image" in corrupt.reason and str(root.resolve() / "corrupt/images") in corrupt.reason
+    partial = status.loc["partial_p000"]
+    assert partial.status == "failed" and partial.stage == "scene", partial.reason
+    assert f"partial: training image {root.resolve() / 'partial/images/frame_00006.png'}" in partial.reason
+    assert sorted(read_index(tmp_path / "out").key) == ["captured_p000", "plain_p000"]
 
 
 def test_worker_batch_call_and_setup_failure(scenes):
@@ -248,6 +323,9 @@ def test_cli_renders_on_the_local_runner_and_refuses_bad_input(scenes, tmp_path,
             "--frames", str(FRAMES), "--size", f"{W}x{H}", "--runner", "local", "--quiet", "--seed", "3"]  # fmt: skip
     args = parser.parse_args(argv)
     assert cli.build_config(args).path.width == W and args.run(args) == 0
+    assert cli.build_config(args).refiner_reference == "nearest"
+    no_reference = parser.parse_args(argv + ["--refiner-reference", "none"])
+    assert cli.build_config(no_reference).refiner_reference == "none"
     assert "done: 1  failed: 0" in capsys.readouterr().out
     assert read_sample(tmp_path / "out", "room_p000").meta["render"]["seed"] == path_seed("room", 0, 3)
     odd = parser.parse_args(argv[:-2] + ["--size", "30x24"])

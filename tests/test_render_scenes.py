@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from _render_fixtures import write_training_images
 from wmkit.datasets.cameras import Cameras
 from wmkit.manifests.readers.dl3dv_gs import read_dl3dv_gs
 from wmkit.render.scenes import (
@@ -174,18 +175,6 @@ def test_nearest_training_view_weighs_distance_in_capture_radii_against_turning(
     assert nearest_training_views(turned, _cams([[0, 0, 0]], [ahead]).c2w, scale=1.0)[0] == 1
 
 
-def _write_images(folder: Path, scene, colours: np.ndarray, size: tuple[int, int] = (40, 20)) -> list[Path]:
-    """One flat-colour PNG per training camera at the transforms.json file paths; returns them in camera order."""
-    from PIL import Image
-
-    meta = json.loads((folder / "transforms.json").read_text())
-    paths = sorted(folder / f["file_path"] for f in meta["frames"])
-    for path, colour in zip(paths, colours):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.broadcast_to(colour, (size[1], size[0], 3)).astype(np.uint8)).save(path)
-    return paths
-
-
 def test_training_images_are_kept_in_camera_order_fitted_and_read_once(tmp_path: Path, room) -> None:
     from PIL import Image
 
@@ -195,7 +184,7 @@ def test_training_images_are_kept_in_camera_order_fitted_and_read_once(tmp_path:
     folder = tmp_path / "captured"
     write_scene(scene, folder)
     colours = np.arange(len(scene.cameras))[:, None] * [10, 5, 1]
-    paths = _write_images(folder, scene, colours)
+    paths = write_training_images(folder, colours)
     loaded = load_scene(folder)
     assert loaded.images == tuple(paths) and len(paths) == len(scene.cameras)
     # a 40x20 image (2:1) into 12x8 (3:2): the centre 30x20 scaled by 0.4, 5 columns cut on each side, no padding
@@ -215,7 +204,7 @@ def test_missing_or_corrupt_training_images_name_the_scene_and_file(tmp_path: Pa
     scene, _ = room
     folder = tmp_path / "s2"
     write_scene(scene, folder)
-    paths = _write_images(folder, scene, np.zeros((len(scene.cameras), 3)))
+    paths = write_training_images(folder, np.zeros((len(scene.cameras), 3)))
     paths[7].write_bytes(b"not a png")
     images = TrainingImages(load_scene(folder), (8, 6))
     with pytest.raises(SceneError, match=rf"s2: training image {paths[7]} unreadable"):
