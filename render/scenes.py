@@ -10,8 +10,9 @@ catalogues (its discovery rule picks the PLY; see that module)::
 Training images are the frames' ``file_path`` resolved against the folder of
 transforms.json (as nerfstudio's dataparser does), kept on :class:`Scene` in
 camera order. A scene with none of them on disk (a generated room written by
-:func:`write_scene`) has no images; one with only some of them is refused, naming
-the first missing file.
+:func:`write_scene`) has no images; one with only some of them loads (rendering
+needs none), and :class:`TrainingImages` refuses to read any, naming the first
+missing file, so a reference is never chosen among a partial set.
 
 The scene frame (:class:`SceneFrame`) is what the path planner needs to move
 a camera like a person would, measured from the data rather than assumed:
@@ -113,8 +114,8 @@ class Scene:
         frame: up, bounds and scale (:func:`scene_frame`).
         metric: True when scene units are metres (generated scenes); DL3DV
             (COLMAP) scenes are not metric.
-        images: the training image files, one per camera in camera order; empty
-            when the scene has none on disk (module docstring).
+        images: the training image files listed in transforms.json, one per camera in
+            camera order; empty when none of them is on disk (module docstring).
     """
 
     name: str
@@ -169,17 +170,11 @@ def scene_frame(splats: Splats, cameras: Cameras, name: str = "scene") -> SceneF
     return SceneFrame(up=up, align=align, lo=lo, hi=hi, scale=scale)
 
 
-def _training_images(meta: dict, transforms: Path, name: str) -> tuple[Path, ...]:
+def _training_images(meta: dict, transforms: Path) -> tuple[Path, ...]:
     """The frames' image files in camera order (sorted by ``file_path``, as ``from_nerfstudio``), resolved
-    against the folder of ``transforms``; () when none is on disk, SceneError when only some are."""
+    against the folder of ``transforms``; () when none of them is on disk."""
     paths = tuple(transforms.parent / p for p in sorted(str(f["file_path"]) for f in meta["frames"]))
-    missing = [p for p in paths if not p.is_file()]
-    if len(missing) == len(paths):
-        return ()
-    if missing:
-        raise SceneError(f"{name}: training image {missing[0]} listed in {transforms} is missing "
-                         f"({len(missing)} of {len(paths)} images absent)")  # fmt: skip
-    return paths
+    return paths if any(p.is_file() for p in paths) else ()
 
 
 def load_scene_files(ply: str | Path, transforms: str | Path, name: str | None = None, fps: float = 30.0) -> Scene:
@@ -197,7 +192,7 @@ def load_scene_files(ply: str | Path, transforms: str | Path, name: str | None =
         raise SceneError(f"{name}: {err}") from err
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise SceneError(f"{name}: unreadable {transforms} ({err!r})") from err
-    images = _training_images(meta, transforms, name)
+    images = _training_images(meta, transforms)
     return Scene(name, splats, cameras, width, height, scene_frame(splats, cameras, name), images=images)
 
 
@@ -251,12 +246,19 @@ class TrainingImages:
         self.scene = scene
         self.size = (int(size[0]), int(size[1]))
         self._cache: dict[int, np.ndarray] = {}
+        self._missing: list[Path] | None = None  # checked on the first read
 
     def get(self, index: int) -> np.ndarray:
-        """Training image ``index`` fitted to the size; SceneError naming the scene and the file if unreadable."""
+        """Training image ``index`` fitted to the size; SceneError naming the scene and the file if it is
+        unreadable, or if any listed image is missing (then naming the first)."""
         if index not in self._cache:
             if not self.scene.images:
                 raise SceneError(f"{self.scene.name}: no training images on disk")
+            if self._missing is None:
+                self._missing = [p for p in self.scene.images if not p.is_file()]
+            if self._missing:
+                absent = f"{len(self._missing)} of {len(self.scene.images)} listed images absent"
+                raise SceneError(f"{self.scene.name}: training image {self._missing[0]} is missing ({absent})")
             path = self.scene.images[index]
             try:
                 with Image.open(path) as image:

@@ -290,7 +290,7 @@ def test_tiny_refiner_with_references_publishes_and_bad_images_fail_naming_scene
     assert corrupt.status == "failed" and corrupt.stage == "reference", corrupt.reason
     assert "corrupt: training image" in corrupt.reason and str(root.resolve() / "corrupt/images") in corrupt.reason
     partial = status.loc["partial_p000"]
-    assert partial.status == "failed" and partial.stage == "scene", partial.reason
+    assert partial.status == "failed" and partial.stage == "reference", partial.reason
     assert f"partial: training image {root.resolve() / 'partial/images/frame_00006.png'}" in partial.reason
     assert sorted(read_index(tmp_path / "out").key) == ["captured_p000", "plain_p000"]
 
