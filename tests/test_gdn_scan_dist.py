@@ -1,5 +1,6 @@
 """Context parallelism through scan composition: a sequence split over 2 gloo ranks on
-CPU gives the unsplit outputs and gradients (Triton op, interpreted)."""
+CPU gives the unsplit outputs and gradients (Triton op, interpreted); bidirectional adds
+the reverse-state exchange to the op's output."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _worker(rank: int, port: int, mode: str, results: dict) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("mode", ["causal", "chunk_causal"])
+@pytest.mark.parametrize("mode", ["causal", "chunk_causal", "bidirectional"])
 def test_two_rank_split_matches_unsplit(mode):
     with mp.Manager() as manager:
         results = manager.dict()
@@ -56,9 +57,3 @@ def test_two_rank_split_matches_unsplit(mode):
     for rank, errs in results.items():
         for name, err in errs.items():
             assert err < 1e-5, f"rank {rank} {name}: {err:.2e}"
-
-
-def test_bidirectional_split_is_refused():
-    xs = gdn_inputs(B, 4, S, H, D, DV)
-    with pytest.raises(ValueError, match="bidirectional"):
-        frame_gdn_context_parallel(*xs, mode="bidirectional")

@@ -1,5 +1,6 @@
 """Context parallelism at the op level on 2 gloo ranks: frames split over the ranks give the
-unsplit GDN op's and softmax attention's outputs and input gradients."""
+unsplit GDN op's (chunk-causal with slices on or across chunk edges, bidirectional) and
+softmax attention's outputs and input gradients."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import torch.multiprocessing as mp
 
 from _gdn_fixtures import NAMES, gdn_inputs
 from wmkit.kernels import chunk_sizes_for, frame_gdn_ref
+from wmkit.kernels.scan import slice_chunks
 from wmkit.model.softmax_attention import block_causal_mask
 from wmkit.train.parallel import context_parallel_attention, context_parallel_gdn, frame_slice
 
 B, T, S, H, D = 1, 11, 6, 2, 8
-SPLIT = 7  # chunks [4, 3 | 4]: the GDN slices start on chunk boundaries
+SPLIT = 7  # chunks [4, 3 | 4]: slices on chunk boundaries (frame_slice's [0, 6) | [6, 11) cuts one)
 
 
 def _free_port() -> int:
@@ -25,19 +27,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _gdn_errors(rank: int) -> dict[str, float]:
+def _gdn_errors(rank: int, mode: str, lo_hi: list[tuple[int, int]]) -> dict[str, float]:
+    """The split op against the unsplit one with rank r holding frames lo_hi[r]."""
     xs = gdn_inputs(B, T, S, H, D, D, seed=3)
     do = torch.randn(B, T, S, H, D, generator=torch.Generator().manual_seed(4))
-    full = frame_gdn_ref(*xs, mode="chunk_causal")
+    full = frame_gdn_ref(*xs, mode=mode)
     full_grads = torch.autograd.grad((full * do).sum(), xs)
-    lo, hi = (0, SPLIT) if rank == 0 else (SPLIT, T)
+    lo, hi = lo_hi[rank]
     local = [x.detach()[:, lo:hi].clone().requires_grad_() for x in xs]
-    sizes = chunk_sizes_for(T)[:2] if rank == 0 else chunk_sizes_for(T)[2:]
-    out = context_parallel_gdn(*local, mode="chunk_causal", chunk_sizes=sizes)
+    kw = {}
+    if mode == "chunk_causal":
+        sizes, continues = slice_chunks(chunk_sizes_for(T), lo, hi)
+        kw = {"chunk_sizes": sizes, "first_chunk_continues": continues}
+    out = context_parallel_gdn(*local, mode=mode, **kw)
     grads = torch.autograd.grad((out * do[:, lo:hi]).sum(), local)
-    errs = {"gdn out": (out - full[:, lo:hi]).abs().max().item()}
+    case = f"gdn {mode} {lo_hi}"
+    errs = {f"{case} out": (out - full[:, lo:hi]).abs().max().item()}
     for name, g, fg in zip(NAMES, grads, full_grads):
-        errs[f"gdn d{name}"] = (g - fg[:, lo:hi]).abs().max().item()
+        errs[f"{case} d{name}"] = (g - fg[:, lo:hi]).abs().max().item()
     return errs
 
 
@@ -63,7 +70,10 @@ def _worker(rank: int, port: int, results: dict) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
-        errs = _gdn_errors(rank)
+        aligned, even = [(0, SPLIT), (SPLIT, T)], [frame_slice(T, r, 2) for r in range(2)]
+        errs = _gdn_errors(rank, "chunk_causal", aligned)
+        errs |= _gdn_errors(rank, "chunk_causal", even)  # frames [0, 6) | [6, 11) cut the chunk [4, 7)
+        errs |= _gdn_errors(rank, "bidirectional", even)
         for mode in ("bidirectional", "chunk_causal"):
             errs |= _attention_errors(rank, mode)
         results[rank] = errs
