@@ -16,7 +16,8 @@ Modes: "bidirectional" (every frame sees every frame) and "chunk_causal" (chunks
 `chunk_sizes_for(T')` latent frames; a frame sees its own and earlier chunks). A call may
 start from a `DiTCache` of earlier chunks (GDN states, frame-conv and FFN histories,
 softmax KV caches, the frame offset for RoPE) and return the cache extended by its frames:
-`rollout` runs a clip chunk by chunk this way.
+`rollout` runs a clip chunk by chunk this way. With a `CPContext` the call is one rank's
+frame slice of a clip split over a context-parallel group (`model/context_parallel.py`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from wmkit.kernels import chunk_sizes_for
 
 from .camera_rays import CameraInputs
 from .config import PLUCKER_CHANNELS, DiTConfig
+from .context_parallel import CPContext
 from .frame_shift import chunk_ids, empty_history
 from .gdn_attention import AttentionMode, GDNAttention, GDNBackend, GDNState, Positions
 from .layers import CaptionEmbedder, CrossAttention, GLUMBConvTemporal, TimestepEmbedder, modulate
@@ -89,14 +91,17 @@ class DiTBlock(nn.Module):
         chunk_sizes: list[int],
         chunks: torch.Tensor,
         state: BlockState,
+        cp: CPContext | None = None,
     ) -> tuple[torch.Tensor, BlockState]:
-        """x: [B, T, S, C]; t_mod: [B, T, 6, C]; text: [B, L, C]; plucker: [B, T, S, C]."""
+        """x: [B, T, S, C]; t_mod: [B, T, 6, C]; text: [B, L, C]; plucker: [B, T, S, C];
+        cp: this rank's frame slice and collectives (context parallelism) or None."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.scale_shift_table + t_mod).unbind(2)
-        h, attn_state = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), pos, mode, chunk_sizes, chunks, state.attn)
+        h, attn_state = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), pos, mode, chunk_sizes, chunks,
+                                  state.attn, cp)
         x = x + gate_msa[:, :, None] * h
         x = x + self.plucker_proj(plucker)
         x = x + self.cross(x, text, text_mask)
-        h, ffn_history = self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp), grid_hw, chunks, state.ffn_history)
+        h, ffn_history = self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp), grid_hw, chunks, state.ffn_history, cp)
         x = x + gate_mlp[:, :, None] * h
         return x, BlockState(attn_state, ffn_history)
 
@@ -150,6 +155,16 @@ class GDNDiT(nn.Module):
                 "GDNDiT: every sample needs at least one unmasked text token (an empty caption keeps its end token)"
             )
 
+    @staticmethod
+    def _check_cp(cp: CPContext, T: int, cache: DiTCache | None, return_cache: bool) -> int:
+        """The clip's frame count under context parallelism, after checking the call fits it."""
+        start, stop = cp.frames
+        if stop - start != T:
+            raise ValueError(f"GDNDiT: context-parallel frames [{start}, {stop}) but the latents hold {T} frames")
+        if cache is not None or return_cache:
+            raise ValueError("GDNDiT: a context-parallel call neither takes nor returns a cache (rollouts run on one rank)")
+        return cp.total
+
     def empty_cache(self, latents: torch.Tensor) -> DiTCache:
         """The cache at the start of a clip for latents [B, 128, T', H', W']."""
         B, _, _, Hl, Wl = latents.shape
@@ -168,6 +183,7 @@ class GDNDiT(nn.Module):
         chunk_sizes: list[int] | None = None,
         cache: DiTCache | None = None,
         return_cache: bool = False,
+        cp: CPContext | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, DiTCache]:
         """Predict the flow velocity of every latent token.
 
@@ -181,7 +197,10 @@ class GDNDiT(nn.Module):
                 `chunk_sizes_for(T')`; a rollout passes one chunk).
             cache: state of the latent frames before these (chunk_causal only).
             return_cache: also return the cache extended by these frames.
-        Returns the velocity [B, 128, T', H', W'] (and the cache).
+            cp: context parallelism (`CPContext`): latents, timesteps and cameras are this
+                rank's frames `cp.frames` of a `cp.total`-frame clip, chunk_sizes (if given)
+                the clip's layout; no cache in or out.
+        Returns the velocity [B, 128, T', H', W'] (and the cache); with cp, of this rank's frames.
         """
         self._check(latents, timesteps, cameras, text, text_mask)
         if mode not in ("bidirectional", "chunk_causal"):
@@ -190,10 +209,15 @@ class GDNDiT(nn.Module):
             raise ValueError("GDNDiT: a cache continues a chunk_causal rollout; bidirectional calls see the whole clip")
         B, _, T, Hl, Wl = latents.shape
         S, dtype, dev = Hl * Wl, self.patch_embed.weight.dtype, latents.device
-        sizes = [T] if mode == "bidirectional" else list(chunk_sizes or chunk_sizes_for(T))
+        clip = T if cp is None else self._check_cp(cp, T, cache, return_cache)
+        sizes = [clip] if mode == "bidirectional" else list(chunk_sizes or chunk_sizes_for(clip))
         cache = self.empty_cache(latents) if cache is None else cache
-        chunks = chunk_ids(sizes, dev)
-        frames = (cache.frame_offset, cache.frame_offset + T)
+        if cp is None:
+            chunks = chunk_ids(sizes, dev)
+            frames = (cache.frame_offset, cache.frame_offset + T)
+        else:  # the slice's global chunk ids and those of the halo frames after it
+            chunks = cp.chunks(sizes, max(self.cfg.conv_kernel - 1, self.cfg.ffn_time_kernel // 2), dev)
+            frames = cp.frames
         D = self.cfg.head_dim
         pos = Positions(
             rope_tables(D, frames, (Hl, Wl), self.cfg.rope_theta, dev),
@@ -208,7 +232,7 @@ class GDNDiT(nn.Module):
         plucker = self.plucker_embed(cameras.plucker.reshape(B, T, S, -1).to(dtype))
         states = []
         for block, state in zip(self.blocks, cache.blocks):
-            x, new_state = block(x, t_mod, y, text_mask, plucker, pos, (Hl, Wl), mode, sizes, chunks, state)
+            x, new_state = block(x, t_mod, y, text_mask, plucker, pos, (Hl, Wl), mode, sizes, chunks, state, cp)
             if return_cache:  # in training, keeping 20 blocks' KV caches and histories costs tens of GB
                 states.append(new_state)
         shift, scale = (self.final_table + t_emb[:, :, None]).unbind(2)

@@ -9,7 +9,9 @@ future shifts stop at the end of the frame's chunk (zeros beyond it)::
     x_{t-1}      h 0 1 2     3 4 5      past shift global (h: last frame of the history)
 
 Bidirectional mode is one chunk over all frames; a rollout calls with one chunk at a time
-and the history of the previous chunks, and gets the same values as the full pass.
+and the history of the previous chunks, and gets the same values as the full pass. Under
+context parallelism the history is the previous rank's last frames and `future` the next
+rank's first frames (`model/context_parallel.py`).
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ def chunk_ids(chunk_sizes: list[int], device: torch.device | str = "cpu") -> tor
     return torch.repeat_interleave(torch.arange(len(chunk_sizes), device=device), torch.tensor(chunk_sizes, device=device))
 
 
-def shift_frames(x: torch.Tensor, shift: int, history: torch.Tensor, chunks: torch.Tensor) -> torch.Tensor:
+def shift_frames(
+    x: torch.Tensor, shift: int, history: torch.Tensor, chunks: torch.Tensor, future: torch.Tensor | None = None
+) -> torch.Tensor:
     """x [B, T, ...] moved so frame t holds frame t + shift.
 
     shift < 0 reads `history` [B, P, ...] (the P frames before x, P >= −shift) where it
     reaches before frame 0; shift > 0 reads zeros where t + shift leaves t's chunk
-    (chunks: [T] chunk index per frame)."""
+    (chunks: [T] chunk index per frame). `future` [B, F, ...]: the frames after x (a
+    context-parallel halo), read where t + shift < T + F; chunks then covers them too ([T + F])."""
     T = x.shape[1]
     if shift == 0:
         return x
@@ -35,9 +40,11 @@ def shift_frames(x: torch.Tensor, shift: int, history: torch.Tensor, chunks: tor
         full = torch.cat([history, x], 1)
         start = history.shape[1] + shift
         return full[:, start : start + T]
-    moved = torch.cat([x[:, shift:], torch.zeros_like(x[:, :shift])], 1)
-    ahead = torch.cat([chunks[shift:], torch.full((min(shift, T),), -1, device=chunks.device, dtype=chunks.dtype)])[:T]
-    keep = (ahead == chunks).to(x.dtype).view(1, T, *([1] * (x.dim() - 2)))
+    ext = x if future is None else torch.cat([x, future], 1)
+    n = max(0, min(T, ext.shape[1] - shift))  # frames of t + shift that exist
+    moved = torch.cat([ext[:, shift : shift + n], torch.zeros_like(x[:, : T - n])], 1)
+    ahead = torch.cat([chunks[shift : shift + n], torch.full((T - n,), -1, device=chunks.device, dtype=chunks.dtype)])
+    keep = (ahead == chunks[:T]).to(x.dtype).view(1, T, *([1] * (x.dim() - 2)))
     return moved * keep
 
 

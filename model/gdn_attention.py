@@ -32,6 +32,7 @@ from torch import nn
 from wmkit.kernels import frame_gdn, frame_gdn_ref
 
 from .config import DiTConfig
+from .context_parallel import CPContext
 from .frame_shift import empty_history, new_history, shift_frames
 from .positional import UCPE, apply_rope
 
@@ -79,15 +80,19 @@ class FrameConv(nn.Module):
         self.weight = nn.Parameter(torch.empty(channels, taps))
         nn.init.uniform_(self.weight, -1 / math.sqrt(taps), 1 / math.sqrt(taps))  # nn.Conv1d's default bound
 
-    def forward(self, x: torch.Tensor, chunks: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """Causal taps over x and its history plus flipped taps inside each chunk, centre once.
+    def forward(
+        self, x: torch.Tensor, chunks: torch.Tensor, history: torch.Tensor, future: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Causal taps over x and its history plus flipped taps inside each chunk, centre once;
+        `future`: the frames after x (context parallelism, `shift_frames`).
 
         weight[:, -1] is the centre tap, weight[:, -1 − s] reaches s frames away."""
         taps = self.weight.shape[1]
         w = self.weight.to(x.dtype)
         out = w[:, -1] * x
         for s in range(1, taps):
-            out = out + w[:, -1 - s] * (shift_frames(x, -s, history, chunks) + shift_frames(x, s, history, chunks))
+            ahead = shift_frames(x, s, history, chunks, future)
+            out = out + w[:, -1 - s] * (shift_frames(x, -s, history, chunks) + ahead)
         return out
 
 
@@ -151,10 +156,15 @@ class GDNAttention(nn.Module):
         chunk_sizes: list[int],
         chunks: torch.Tensor,
         state: GDNState,
+        cp: CPContext | None = None,
     ) -> tuple[torch.Tensor, GDNState]:
         """x: [B, T, S, C] (normalised, modulated); chunk_sizes: frames per chunk of this
         call (chunk_causal); chunks: [T] chunk index per frame; state: carried from the
-        previous chunk (or `empty_state`). Returns (out [B, T, S, C], next state)."""
+        previous chunk (or `empty_state`). Returns (out [B, T, S, C], next state).
+
+        With `cp`, x is this rank's frame slice, chunk_sizes the clip's layout and chunks
+        covers the slice and the frames of the k-conv halo after it; the frame conv reads
+        halos, the op exchanges scan composites, and the state is returned as given."""
         B, T, S, C = x.shape
         H, D = self.heads, self.head_dim
         op = gdn_op(self.backend, x.device)
@@ -163,26 +173,49 @@ class GDNAttention(nn.Module):
         heads = lambda t: t.unflatten(-1, (H, D)).contiguous()  # noqa: E731
 
         q, k, v = self.qkv(x).chunk(3, -1)
-        k_conv = self.k_conv(k, chunks, state.k_history)
+        k_conv = self._frame_conv(self.k_conv, k, chunks, state.k_history, cp)
         q, k_conv = _gdn_inputs(self.q_norm(q), self.k_norm(k_conv), S)
         q, k_conv, v = heads(q), heads(k_conv), heads(v)
         q_rot, k_rot = apply_rope(q, *pos.rope).contiguous(), apply_rope(k_conv, *pos.rope).contiguous()
         q, k_conv, v, q_rot, k_rot = _op_dtype(v.dtype, q, k_conv, v, q_rot, k_rot)
-        o, main = op(q, k_conv, v, beta, gamma, q_rot, k_rot, initial_state=state.main, return_final_state=True, **kw)
+        o, main = self._scan(op, (q, k_conv, v, beta, gamma, q_rot, k_rot), state.main, kw, cp)
 
         qc, kc, vc = self.qkv_cam(x).chunk(3, -1)
-        kc_conv = self.k_conv_cam(kc, chunks, state.k_history_cam)
+        kc_conv = self._frame_conv(self.k_conv_cam, kc, chunks, state.k_history_cam, cp)
         qc, kc_conv = _gdn_inputs(self.q_norm_cam(qc), self.k_norm_cam(kc_conv), S)
         qc, kc_conv, vc = heads(qc), heads(kc_conv), heads(vc)
         half = D // 2
         qc_rot = torch.cat([pos.ucpe.query(qc)[..., :half], apply_rope(qc[..., half:], *pos.rope_half)], -1).contiguous()
         kc_rot = torch.cat([pos.ucpe.key(kc_conv)[..., :half], apply_rope(kc_conv[..., half:], *pos.rope_half)], -1).contiguous()
         qc, kc_conv, vc_local, qc_rot, kc_rot = _op_dtype(vc.dtype, qc, kc_conv, pos.ucpe.key(vc), qc_rot, kc_rot)
-        oc, cam = op(qc, kc_conv, vc_local, beta, gamma, qc_rot, kc_rot,
-                     initial_state=state.cam, return_final_state=True, **kw)
+        oc, cam = self._scan(op, (qc, kc_conv, vc_local, beta, gamma, qc_rot, kc_rot), state.cam, kw, cp)
         oc = pos.ucpe.output(oc)
 
         raw = o.flatten(-2) + self.out_cam(oc.flatten(-2))
         gated = (raw.float() * F.silu(self.gate(x).float())).to(x.dtype)
+        if cp is not None:
+            return self.proj(gated), state
         next_state = GDNState(main, cam, new_history(k, state.k_history), new_history(kc, state.k_history_cam))
         return self.proj(gated), next_state
+
+    def _frame_conv(
+        self, conv: FrameConv, k: torch.Tensor, chunks: torch.Tensor, history: torch.Tensor, cp: CPContext | None
+    ) -> torch.Tensor:
+        """The k frame conv; under context parallelism its past and future taps read halos."""
+        if cp is None:
+            return conv(k, chunks, history)
+        past, future = cp.exchange.halo(k, self.conv_taps - 1, self.conv_taps - 1)
+        return conv(k, chunks, past, future)
+
+    def _scan(
+        self,
+        op: Callable[..., object],
+        tensors: tuple[torch.Tensor, ...],
+        initial: tuple[torch.Tensor, torch.Tensor] | None,
+        kw: dict,
+        cp: CPContext | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """The GDN op from the carried state, or split over the ranks of `cp` (no final state)."""
+        if cp is None:
+            return op(*tensors, initial_state=initial, return_final_state=True, **kw)
+        return cp.gdn(op, *tensors, mode=kw["mode"], chunk_sizes=kw["chunk_sizes"], eps=self.eps), None

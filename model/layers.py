@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .context_parallel import CPContext
 from .frame_shift import new_history, shift_frames
 
 
@@ -95,17 +96,22 @@ class GLUMBConvTemporal(nn.Module):
             nn.init.zeros_(tap.weight)
 
     def forward(
-        self, x: torch.Tensor, grid_hw: tuple[int, int], chunks: torch.Tensor, history: torch.Tensor
+        self, x: torch.Tensor, grid_hw: tuple[int, int], chunks: torch.Tensor, history: torch.Tensor,
+        cp: CPContext | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [B, T, S, C]; chunks: [T] chunk index; history: [B, reach, S, C] spatial-FFN
-        outputs of the frames before x. Returns (y [B, T, S, C], next history)."""
+        outputs of the frames before x. Returns (y [B, T, S, C], next history).
+
+        With `cp`, x is this rank's frame slice and chunks covers it and the frames after
+        it: the taps read `reach` halo frames each side, and the history is returned as given."""
         B, T, S, C = x.shape
         h = F.silu(self.expand(x))
         h = h.reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
         h = self.depthwise(h).permute(0, 2, 3, 1).reshape(B, T, S, -1)
         a, gate = h.chunk(2, -1)
         y = self.project(a * F.silu(gate))
+        past, future = (history, None) if cp is None else cp.exchange.halo(y, self.reach, self.reach)
         out = y
         for i, tap in enumerate(self.time_taps):
-            out = out + tap(shift_frames(y, i - self.reach, history, chunks))
-        return out, new_history(y, history)
+            out = out + tap(shift_frames(y, i - self.reach, past, chunks, future))
+        return out, (new_history(y, history) if cp is None else history)

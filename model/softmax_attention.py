@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DiTConfig
+from .context_parallel import CPContext
+from .frame_shift import chunk_ids
 from .gdn_attention import AttentionMode, Positions
 from .positional import apply_rope
 
@@ -34,12 +36,15 @@ class KVCache:
     v_cam: torch.Tensor
 
 
-def block_causal_mask(chunks: torch.Tensor, S: int, cached: int) -> torch.Tensor:
-    """[T·S, cached + T·S] bool, True where a query token may attend to a key token.
+def block_causal_mask(chunks: torch.Tensor, S: int, cached: int, keys: torch.Tensor | None = None) -> torch.Tensor:
+    """[T·S, cached + N·S] bool, True where a query token may attend to a key token.
 
-    chunks: [T] chunk index per frame of this call; cached keys are always visible."""
+    chunks: [T] chunk index per frame of this call's queries; keys: [N] chunk index per
+    frame of its keys (default: the query frames; context parallelism: the whole clip's);
+    cached keys are always visible."""
     tok = torch.repeat_interleave(chunks, S)
-    within = tok[:, None] >= tok[None, :]
+    key = tok if keys is None else torch.repeat_interleave(keys, S)
+    within = tok[:, None] >= key[None, :]
     return torch.cat([within.new_ones(tok.numel(), cached), within], 1)
 
 
@@ -77,19 +82,29 @@ class SoftmaxAttention(nn.Module):
         chunk_sizes: list[int],
         chunks: torch.Tensor,
         state: KVCache,
+        cp: CPContext | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
         """x: [B, T, S, C]; chunks: [T] chunk index per frame; state: keys/values of
-        earlier chunks. Returns (out [B, T, S, C], cache extended by this call)."""
+        earlier chunks. Returns (out [B, T, S, C], cache extended by this call).
+
+        With `cp`, x is this rank's frame slice (chunks: its frames first, chunk_sizes: the
+        clip's layout); keys and values of every rank are all-gathered, no cache is kept."""
         B, T, S, C = x.shape
         H, D = self.heads, self.head_dim
         heads = lambda t: t.unflatten(-1, (H, D))  # noqa: E731
         flat = lambda t: t.reshape(B, T * S, H, D).transpose(1, 2)  # noqa: E731
-        mask = None if mode == "bidirectional" else block_causal_mask(chunks, S, state.k.shape[2]).to(x.device)
+        if cp is None:
+            extend = lambda cached, t: torch.cat([cached, flat(t)], 2)  # noqa: E731
+            keys = None
+        else:
+            extend = lambda cached, t: cp.exchange.gather_tokens(flat(t))  # noqa: E731
+            keys = chunk_ids(chunk_sizes, x.device)
+        mask = None if mode == "bidirectional" else block_causal_mask(chunks[:T], S, state.k.shape[2], keys).to(x.device)
 
         q, k, v = self.qkv(x).chunk(3, -1)
         q = apply_rope(heads(self.q_norm(q)), *pos.rope)
         k = apply_rope(heads(self.k_norm(k)), *pos.rope)
-        k_all, v_all = torch.cat([state.k, flat(k)], 2), torch.cat([state.v, flat(heads(v))], 2)
+        k_all, v_all = extend(state.k, k), extend(state.v, heads(v))
         o = self._attend(q, k_all, v_all, mask)
 
         qc, kc, vc = self.qkv_cam(x).chunk(3, -1)
@@ -97,8 +112,8 @@ class SoftmaxAttention(nn.Module):
         half = D // 2
         qc = torch.cat([pos.ucpe.query(qc)[..., :half], apply_rope(qc[..., half:], *pos.rope_half)], -1)
         kc = torch.cat([pos.ucpe.key(kc)[..., :half], apply_rope(kc[..., half:], *pos.rope_half)], -1)
-        kc_all, vc_all = torch.cat([state.k_cam, flat(kc)], 2), torch.cat([state.v_cam, flat(pos.ucpe.key(vc))], 2)
+        kc_all, vc_all = extend(state.k_cam, kc), extend(state.v_cam, pos.ucpe.key(vc))
         oc = pos.ucpe.output(self._attend(qc, kc_all, vc_all, mask))
 
         out = self.proj(o.flatten(-2) + self.out_cam(oc.flatten(-2)))
-        return out, KVCache(k_all, v_all, kc_all, vc_all)
+        return out, (KVCache(k_all, v_all, kc_all, vc_all) if cp is None else state)

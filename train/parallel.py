@@ -3,18 +3,19 @@
 Order: activation checkpointing per block → torch.compile per block → FSDP2 (`fully_shard`)
 per block, then the root. `model/` never imports torch.distributed.
 
-Context parallelism (frames of one clip split over ranks, contiguous slices in rank order):
+Context parallelism (frames of one clip split over ranks, contiguous slices in rank order,
+`frame_slice`; `mesh_dims` lays out dp × cp):
 
 - GDN op: `context_parallel_gdn` — each rank scans its frames to one composite affine map,
   the ranks all-gather composites and fold the earlier ones into the state entering their
-  slice (`wmkit.kernels.frame_gdn_context_parallel`); causal and chunk-causal modes.
+  slice, and the later ones' reverse composites into the reverse state leaving it
+  (`wmkit.kernels.frame_gdn_context_parallel`); every mode, slices may cut chunks.
 - softmax attention: `context_parallel_attention` — keys and values are all-gathered
   (differentiably) so each rank attends its queries to the whole clip.
+- the whole `GDNDiT`: `cp_context` gives the model a `CPContext` whose `GroupExchange` does
+  the frame-conv halos, the K/V all-gather and the GDN exchange (`model/context_parallel.py`).
 
-Both are tested on 2 gloo ranks against the unsplit op. Not yet wired through `GDNDiT`:
-a CP forward of the whole model also needs the k frame-conv and FFN temporal-conv halos
-from the neighbouring rank, RoPE frame offsets per slice, and (bidirectional) a reverse
-composite exchange; training runs data-parallel (FSDP2) until then.
+Tested on 2 gloo ranks against the unsplit op and the unsplit model.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -31,9 +32,10 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed._functional_collectives import all_gather_tensor_autograd
+from torch.distributed._functional_collectives import all_gather_single_autograd
 
 from wmkit.kernels import frame_gdn_context_parallel, frame_gdn_ref
+from wmkit.model.context_parallel import CPContext
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,31 @@ def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: b
     return model
 
 
+@dataclass(frozen=True)
+class MeshDims:
+    """The data-parallel × context-parallel layout of the world (cp ranks contiguous)."""
+
+    dp: int
+    """Data-parallel groups: clips read in parallel."""
+    cp: int
+    """Ranks per clip."""
+    dp_rank: int
+    """This rank's data-parallel index (its data stream and flow noise)."""
+    cp_group: dist.ProcessGroup | None
+    """The ranks sharing this rank's clips (None when cp = 1)."""
+
+
+def mesh_dims(info: DistInfo, cp: int) -> MeshDims:
+    """Split the world into a (dp, cp) device mesh: ranks r·cp … r·cp + cp − 1 share clips (on
+    one host, neighbouring GPUs exchange the halos and scan composites)."""
+    if cp < 1 or info.world_size % cp:
+        raise ValueError(f"context_parallel={cp} does not divide the {info.world_size} ranks")
+    if cp == 1:
+        return MeshDims(info.world_size, 1, info.rank, None)
+    mesh = init_device_mesh(info.device.type, (info.world_size // cp, cp), mesh_dim_names=("dp", "cp"))
+    return MeshDims(info.world_size // cp, cp, mesh.get_local_rank("dp"), mesh.get_group("cp"))
+
+
 def frame_slice(frames: int, rank: int, world_size: int) -> tuple[int, int]:
     """[start, stop) of the contiguous frames rank `rank` holds when `frames` frames are
     split as evenly as possible over `world_size` ranks (earlier ranks take the remainder)."""
@@ -122,6 +149,17 @@ def context_parallel_gdn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
                                       group=group, op=op, **op_kwargs)
 
 
+def _gather_parts(x: torch.Tensor, dim: int, lengths: list[int], group: dist.ProcessGroup | None) -> list[torch.Tensor]:
+    """Every rank's x along `dim`, in rank order, where rank r's x has lengths[r] there
+    (padded for the collective, then cut). Differentiable: each rank's gradient for its own
+    x comes back to it (the all-gather's backward is a reduce-scatter)."""
+    longest = max(lengths)
+    pad = [0, 0] * (x.dim() - 1 - dim) + [0, longest - x.shape[dim]]
+    padded = F.pad(x, pad).contiguous()
+    parts = all_gather_single_autograd(padded, dim, group if group is not None else dist.group.WORLD)
+    return [part.narrow(dim, 0, n) for part, n in zip(parts.split(longest, dim), lengths)]
+
+
 def gather_tokens(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Concatenate every rank's x [B, H, N_r, D] along the token axis in rank order; slices may
     differ in length (padded for the collective, then cut). Differentiable: each rank's
@@ -130,11 +168,7 @@ def gather_tokens(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> to
     # on x's device: NCCL gathers only CUDA tensors
     lengths = [torch.zeros(1, dtype=torch.int64, device=x.device) for _ in range(world)]
     dist.all_gather(lengths, torch.tensor([x.shape[2]], device=x.device), group=group)
-    lengths = [int(n) for n in lengths]
-    longest = max(lengths)
-    padded = F.pad(x, (0, 0, 0, longest - x.shape[2]))
-    parts = all_gather_tensor_autograd(padded.contiguous(), 2, group if group is not None else dist.group.WORLD)
-    return torch.cat([part[:, :, :n] for part, n in zip(parts.split(longest, 2), lengths)], 2)
+    return torch.cat(_gather_parts(x, 2, [int(n) for n in lengths], group), 2)
 
 
 def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
@@ -149,5 +183,54 @@ def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
 
 
-__all__ = ["DistInfo", "apply_activation_checkpointing", "apply_compile", "apply_fsdp", "context_parallel_attention",
-           "context_parallel_gdn", "frame_slice", "gather_tokens", "init_distributed", "parallelize"]
+class GroupExchange:
+    """The collectives of a context-parallel `GDNDiT` forward (`wmkit.model.FrameExchange`)
+    over `group`, whose rank r holds frames `slices[r]` of the clip (rank order = frame order).
+
+    The slice lengths are known up front, so no collective exchanges sizes (no host sync)."""
+
+    def __init__(self, group: dist.ProcessGroup | None, slices: list[tuple[int, int]]) -> None:
+        if len(slices) != dist.get_world_size(group):
+            raise ValueError(f"GroupExchange: {len(slices)} slices for a group of {dist.get_world_size(group)} ranks")
+        self.group, self.rank = group, dist.get_rank(group)
+        self.lengths = [b - a for a, b in slices]
+
+    def halo(self, x: torch.Tensor, before: int, after: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: [B, T_local, ...] → (the `before` frames preceding this slice, the `after` frames
+        following it), zeros beyond the clip's ends; a slice shorter than the halo passes on
+        its neighbours' frames too. One differentiable all-gather of each rank's edge frames."""
+        heads = [min(after, n) for n in self.lengths]
+        tails = [min(before, n) for n in self.lengths]
+        T = x.shape[1]
+        edges = torch.cat([x[:, : heads[self.rank]], x[:, T - tails[self.rank] :]], 1)
+        parts = _gather_parts(edges, 1, [h + t for h, t in zip(heads, tails)], self.group)
+        zeros = lambda n: x.new_zeros(x.shape[0], n, *x.shape[2:])  # noqa: E731
+        past = torch.cat([zeros(before)] + [p[:, heads[r]:] for r, p in enumerate(parts[: self.rank])], 1)
+        ahead = [p[:, : heads[r]] for r, p in enumerate(parts) if r > self.rank]
+        return past[:, past.shape[1] - before :], torch.cat(ahead + [zeros(after)], 1)[:, :after]
+
+    def gather_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, H, T_local·S, D] → every rank's tokens in rank order [B, H, T·S, D]."""
+        S = x.shape[2] // self.lengths[self.rank]
+        return torch.cat(_gather_parts(x, 2, [n * S for n in self.lengths], self.group), 2)
+
+    def gdn(self, op: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            beta: torch.Tensor, gamma: torch.Tensor, q_rot: torch.Tensor, k_rot: torch.Tensor, *, mode: str,
+            chunk_sizes: list[int] | None, first_chunk_continues: bool, eps: float) -> torch.Tensor:
+        """Frame-wise GDN of this slice by scan-composite exchange (`frame_gdn_context_parallel`)."""
+        return frame_gdn_context_parallel(q, k, v, beta, gamma, q_rot, k_rot, mode=mode, chunk_sizes=chunk_sizes,
+                                          first_chunk_continues=first_chunk_continues, eps=eps, group=self.group,
+                                          op=op)
+
+
+def cp_context(frames: int, group: dist.ProcessGroup | None = None) -> CPContext:
+    """This rank's `CPContext` for a clip of `frames` latent frames split by `frame_slice` over
+    the ranks of `group` (default: the world)."""
+    world, rank = dist.get_world_size(group), dist.get_rank(group)
+    slices = [frame_slice(frames, r, world) for r in range(world)]
+    return CPContext(slices[rank], frames, GroupExchange(group, slices))
+
+
+__all__ = ["DistInfo", "GroupExchange", "MeshDims", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
+           "context_parallel_attention", "context_parallel_gdn", "cp_context", "frame_slice", "gather_tokens",
+           "init_distributed", "mesh_dims", "parallelize"]
