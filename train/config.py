@@ -8,7 +8,7 @@ trainer only names its preset. Every field is documented where declared and chec
 Usage::
 
     cfg = run_preset("tiny_cpu", shards="shards/", out="runs/tiny", steps=200)
-    cfg = apply_overrides(cfg, ["lr=3e-4", "batch_size=4"])
+    cfg = apply_overrides(cfg, ["lr=3e-4", "batch_size=4", "cp=2"])
 """
 
 from __future__ import annotations
@@ -99,6 +99,11 @@ class TrainConfig:
     """Recompute each block's activations in the backward (needed for 2.6b at 720p)."""
     compile: bool = False
     """torch.compile each block."""
+    context_parallel: int = 1
+    """Ranks that split one clip's latent frames (context parallelism; `cp=` on the command
+    line). The world is a dp × cp mesh with cp ranks contiguous: each cp group reads the same
+    clips and each of its ranks runs `frame_slice` of their frames; FSDP2 shards over all
+    ranks. The world size must be a multiple; clips need at least this many latent frames."""
     # --- logging and checkpoints ---------------------------------------------------
     out: str = "runs/train"
     """Run directory: metrics.jsonl, checkpoints/, config.json."""
@@ -129,7 +134,8 @@ class TrainConfig:
         positive = {"batch_size": self.batch_size, "steps": self.steps, "log_every": self.log_every,
                     "ckpt_every": self.ckpt_every, "keep_last": self.keep_last, "lr": self.lr,
                     "text_max_length": self.text_max_length, "max_consecutive_bad": self.max_consecutive_bad,
-                    "flow_shift": self.flow_shift, "logit_std": self.logit_std}
+                    "flow_shift": self.flow_shift, "logit_std": self.logit_std,
+                    "context_parallel": self.context_parallel}
         bad = [f"{k}={v}" for k, v in positive.items() if not v > 0]
         if bad:
             raise ValueError(f"TrainConfig: these must be positive: {', '.join(bad)}")
@@ -212,12 +218,17 @@ def _parse_value(name: str, text: str, current: Any) -> Any:
         raise ValueError(f"override {name}={text}: expected {type(current).__name__} ({err})") from err
 
 
+SHORT_NAMES = {"cp": "context_parallel"}
+"""Override names that stand for a longer field name (`cp=2`)."""
+
+
 def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
-    """Apply `field=value` strings (typed like the field) and re-check the config."""
+    """Apply `field=value` strings (typed like the field; `SHORT_NAMES` accepted) and re-check the config."""
     names = {f.name for f in fields(cfg)}
     changes: dict[str, Any] = {}
     for item in items:
         name, sep, text = item.partition("=")
+        name = SHORT_NAMES.get(name, name)
         if not sep:
             raise ValueError(f"override {item!r} is not field=value")
         if name not in names:
@@ -235,4 +246,4 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**data)
 
 
-__all__ = ["RUN_PRESETS", "TrainConfig", "apply_overrides", "config_from_dict", "run_preset"]
+__all__ = ["RUN_PRESETS", "SHORT_NAMES", "TrainConfig", "apply_overrides", "config_from_dict", "run_preset"]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from wmkit.model.camera_rays import CameraInputs
+from wmkit.model.context_parallel import CPContext
 from wmkit.model.dit import GDNDiT
 from wmkit.model.sampling import add_noise
 
@@ -79,10 +80,14 @@ def flow_batch(x0: torch.Tensor, cfg: FlowConfig, generator: torch.Generator) ->
     return FlowBatch(add_noise(x0, noise, sigma), sigma, noise - x0, (~first).to(x0.dtype))
 
 
+def frame_errors(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per clip and latent frame [B, T'] of pred, target [B, C, T', H', W'] (fp32)."""
+    return (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))
+
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Mean of (pred − target)² over the frames with weight 1; pred, target [B, C, T', H', W'], weight [B, T']."""
-    per_frame = (pred.float() - target.float()).pow(2).mean(dim=(1, 3, 4))  # [B, T']
-    return (per_frame * weight).sum() / weight.sum().clamp_min(1.0)
+    return (frame_errors(pred, target) * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def flow_matching_loss(
@@ -95,13 +100,24 @@ def flow_matching_loss(
     generator: torch.Generator,
     *,
     mode: str = "bidirectional",
+    cp: CPContext | None = None,
 ) -> torch.Tensor:
     """Scalar flow-matching loss of `model` on clean latents x0 [B, 128, T', H', W'] with
-    their cameras and caption embeddings text [B, L, C_text], text_mask [B, L]."""
+    their cameras and caption embeddings text [B, L, C_text], text_mask [B, L].
+
+    With `cp` (context parallelism) every rank of the group passes the same clip and
+    generator state, so all draw the same σ and noise; the model runs on this rank's frames
+    `cp.frames` and the result is this rank's share of the loss: its frames' squared errors
+    over the whole clip's loss frames. The shares of the group's ranks sum to the loss."""
     fb = flow_batch(x0, cfg, generator)
-    pred = model(fb.noisy, fb.sigma, cameras, text, text_mask, mode=mode)
-    return masked_mse(pred, fb.target, fb.loss_weight)
+    if cp is None:
+        pred = model(fb.noisy, fb.sigma, cameras, text, text_mask, mode=mode)
+        return masked_mse(pred, fb.target, fb.loss_weight)
+    a, b = cp.frames
+    pred = model(fb.noisy[:, :, a:b], fb.sigma[:, a:b], cameras.frames(a, b), text, text_mask, mode=mode, cp=cp)
+    errors = frame_errors(pred, fb.target[:, :, a:b])  # [B, T_local]
+    return (errors * fb.loss_weight[:, a:b]).sum() / fb.loss_weight.sum().clamp_min(1.0)
 
 
-__all__ = ["FlowBatch", "FlowConfig", "flow_batch", "flow_matching_loss", "image_condition", "masked_mse",
+__all__ = ["FlowBatch", "FlowConfig", "flow_batch", "flow_matching_loss", "frame_errors", "image_condition", "masked_mse",
            "sample_sigmas", "shift_sigma"]

@@ -9,6 +9,15 @@ Launch::
 
     wmkit train run --preset tiny_cpu --shards shards/ --out runs/tiny
     torchrun --nproc-per-node 8 -m wmkit.cli train run --preset 2.6b_720p_61s_h100 --shards latents/ --out runs/a
+    torchrun --nproc-per-node 4 -m wmkit.cli train run --preset 2.6b_720p_61s_h100 --shards latents/ --out runs/b cp=2
+
+Context parallelism (`cp=N`): the world is a dp × cp mesh; each cp group reads the same
+clips (data stream and flow noise of its dp index), every rank runs its `frame_slice` of
+each clip's latent frames and computes its share of the loss (its frames' errors over the
+clip's loss frames); the shares sum, over the group, to the loss of the unsplit clip. FSDP2
+shards over all ranks (cp ranks hold the same weights, so sharding over all of them gives
+the least memory per GPU) and averages gradients over all dp·cp ranks, so each rank
+back-propagates cp × its share: the average is then the mean over dp of each clip's gradient.
 
 A resumed run replays exactly: model, optimiser, EMA, step counters, every RNG and each
 rank's data position come back from the checkpoint (`wmkit.train.checkpoint`).
@@ -46,7 +55,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_check
 from .config import TrainConfig
 from .data import CaptionEncoder, ShardBatches, ShardLoader, VideoEncoder, model_inputs
 from .flow import FlowConfig, flow_matching_loss
-from .parallel import DistInfo, init_distributed, parallelize
+from .parallel import DistInfo, MeshDims, cp_context, init_distributed, mesh_dims, parallelize
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -131,6 +140,15 @@ def _mean_over_ranks(value: float, info: DistInfo) -> float:
     return t.item() / info.world_size
 
 
+def _clip_loss(share: torch.Tensor, dims: MeshDims) -> float:
+    """The loss of the clip(s) this rank's cp group trains on: the sum of the group's shares."""
+    if dims.cp_group is None:
+        return share.item()
+    t = share.detach().double()
+    dist.all_reduce(t, group=dims.cp_group)
+    return t.item()
+
+
 def injected_fault_step(rank: int) -> int | None:
     """The step at which `FAULT_ENV` makes this rank fail, or None."""
     spec = os.environ.get(FAULT_ENV, "")
@@ -167,6 +185,7 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     if not cfg.shards:
         raise ValueError("TrainConfig.shards is empty: name the shard directory (shards=DIR)")
     info = init_distributed()
+    dims = mesh_dims(info, cfg.context_parallel)
     run_dir, ckpt_root = Path(cfg.out), Path(cfg.out) / "checkpoints"
     if info.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -181,16 +200,16 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     if info.distributed and not cfg.fsdp:
         raise ValueError("TrainConfig: more than one rank needs fsdp=true (the model is not replicated otherwise)")
 
-    # 3. optimiser, EMA, flow-noise generator (per rank: ranks see different clips and noise)
+    # 3. optimiser, EMA, flow-noise generator (per dp index: cp ranks share clips and noise)
     optim = torch.optim.AdamW(model.parameters(), lr=learning_rate(0, cfg), betas=(cfg.beta1, cfg.beta2),
                               weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
-    generator = torch.Generator(device=info.device).manual_seed(cfg.seed + 1_000_003 * (info.rank + 1))
+    generator = torch.Generator(device=info.device).manual_seed(cfg.seed + 1_000_003 * (dims.dp_rank + 1))
     flow = FlowConfig(cfg.logit_mean, cfg.logit_std, cfg.flow_shift, cfg.image_condition_prob)
 
     # 4. data
-    dataset = ShardBatches(cfg.shards, kind=cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, rank=info.rank,
-                           world_size=info.world_size, num_workers=cfg.num_workers,
+    dataset = ShardBatches(cfg.shards, kind=cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, rank=dims.dp_rank,
+                           world_size=dims.dp, num_workers=cfg.num_workers,
                            shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled,
                            max_latent_frames=cfg.max_latent_frames, max_consecutive_bad=cfg.max_consecutive_bad)
     loader = ShardLoader(dataset)
@@ -238,12 +257,14 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
             lr = learning_rate(step, cfg)
             for group in optim.param_groups:
                 group["lr"] = lr
+            B, _, T, Hl, Wl = inputs.latents.shape
+            cp = None if dims.cp_group is None else cp_context(T, dims.cp_group)
             with autocast:
                 loss = flow_matching_loss(model, inputs.latents, inputs.cameras, inputs.text, inputs.text_mask,
-                                          flow, generator, mode=cfg.mode)
+                                          flow, generator, mode=cfg.mode, cp=cp)
             if step + 1 == fault_step:
                 raise RuntimeError(f"injected fault ({FAULT_ENV}={os.environ[FAULT_ENV]})")
-            loss.backward()
+            (loss if cp is None else loss * dims.cp).backward()  # see the module docstring
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
             optim.step()
             optim.zero_grad(set_to_none=True)
@@ -252,19 +273,18 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
                 torch.cuda.synchronize(info.device)
             t_end = time.perf_counter()
 
-            B, _, T, Hl, Wl = inputs.latents.shape
             counters["step"] = step + 1
-            counters["samples"] += B * info.world_size
-            counters["tokens"] += B * T * Hl * Wl * info.world_size
+            counters["samples"] += B * dims.dp
+            counters["tokens"] += B * T * Hl * Wl * dims.dp
             wait_total, time_total = wait_total + (t_data - t0), time_total + (t_end - t0)
-            loss_value = _mean_over_ranks(loss.item(), info)
+            loss_value = _mean_over_ranks(_clip_loss(loss, dims), info)  # cp ranks agree: the mean over dp
             if counters["step"] % cfg.log_every == 0 or counters["step"] == cfg.steps:
                 norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
                 bad = sum(loader.bad_counts().values())
                 row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(norm),
-                       "samples_per_s": B * info.world_size / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * info.world_size / (t_end - t0),
+                       "samples_per_s": B * dims.dp / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * dims.dp / (t_end - t0),
                        "step_time_s": t_end - t0, "data_wait_s": t_data - t0, "stall_fraction": wait_total / time_total,
-                       "mem_gb": peak_memory_gb(info.device), "bad_samples": int(_mean_over_ranks(bad, info) * info.world_size),
+                       "mem_gb": peak_memory_gb(info.device), "bad_samples": round(_mean_over_ranks(bad, info) * dims.dp),
                        "samples": counters["samples"]}
                 metrics.write(row)
                 if info.rank == 0:
