@@ -23,18 +23,15 @@ Cases (`--cases`, default all):
   relative difference of the step losses. Every latent frame is in the loss
   (image_condition_prob = 0), so the mean of the ranks' losses is the global batch's loss
   and FSDP2's averaged gradient is its gradient.
-- `context-parallel` — one long clip (GPU: 121 latent frames × 30 × 30 = 900 tokens) through
-  the first `--cp-layers` blocks' worth of layers at a preset's width: GDN layers (qkv, β, γ
-  projections → chunk-causal frame-wise GDN → projection) and softmax layers (qkv →
-  attention over the whole clip → projection), residual. CP=1 runs the single-device ops on
-  the whole clip; CP=2 splits the frames on chunk boundaries over ranks 0 and 1 and calls
-  `wmkit.train.parallel.context_parallel_gdn` (composite exchange) and
-  `context_parallel_attention` (K/V all-gather). The layers are not `GDNDiT` blocks: the
-  repo's CP is op-level (no frame-conv halos or per-slice RoPE yet, train/README "Known
-  limits"). Reported: max relative difference of the output, the input gradient and the
-  parameter gradients (summed over the CP ranks) against CP=1; forward+backward time and
-  memory per rank (CUDA: peak allocated; CPU: bytes the autograd graph saves, as RSS
-  cannot be reset).
+- `context-parallel` — one long clip through the whole `GDNDiT` (GPU: the 2.6b preset, 121
+  latent frames × 22 × 40 = 880 tokens, bf16 autocast, activation checkpointing per block;
+  `--cp-model`, `--cp-mode`). CP=1 runs the model on the whole clip; CP=2 splits its frames
+  over ranks 0 and 1 (`frame_slice`: 61 | 60) through `wmkit.train.parallel.cp_context`:
+  frame-conv halos, GDN scan-composite exchange (forward and reverse), softmax K/V
+  all-gather. Zero-initialised projections get small random weights so every path shows.
+  Reported: max relative difference of the output, the latents' gradient and the parameter
+  gradients (summed over the CP ranks) against CP=1; forward+backward time and memory per
+  rank (CUDA: peak allocated; CPU: bytes the autograd graph saves, as RSS cannot be reset).
 - `scaling` — the 2.6b preset on one 61-s 720p clip (121 × 22 × 40 latent tokens) per GPU,
   the trainer's step (bf16 autocast, AC per block, FSDP2, clip 0.5, AdamW, EMA): samples/s, MFU
   (`bench/train.py`'s `model_flops` and H100/H200 dense bf16 peak, the same definition),
@@ -62,19 +59,17 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from wmkit.kernels import chunk_sizes_for
-from wmkit.model import GDNDiT, camera_inputs, preset
+from wmkit.model import CPContext, GDNDiT, camera_inputs, preset
 from wmkit.model.camera_rays import CameraInputs
 from wmkit.model.config import DiTConfig
-from wmkit.model.gdn_attention import gdn_op
 from wmkit.train.flow import FlowConfig, flow_batch, flow_matching_loss, masked_mse
 from wmkit.train.parallel import (
     DistInfo,
-    context_parallel_attention,
-    context_parallel_gdn,
+    apply_activation_checkpointing,
+    cp_context,
+    frame_slice,
     init_distributed,
     parallelize,
 )
@@ -191,66 +186,6 @@ def case_same_result(info: DistInfo, models: list[str], steps: int, frames: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def chunk_split(frames: int, world: int) -> list[tuple[int, int, list[int]]]:
-    """Split `chunk_sizes_for(frames)` into `world` contiguous runs of whole chunks with frame
-    counts as even as possible: [(start, stop, chunk sizes)] per rank in rank order."""
-    sizes = chunk_sizes_for(frames)
-    if len(sizes) < world:
-        raise ValueError(f"context-parallel: {frames} frames make {len(sizes)} chunks, fewer than {world} ranks")
-    edges = [0]
-    for s in sizes:
-        edges.append(edges[-1] + s)
-    cuts = [0]
-    for r in range(1, world):  # the chunk edge nearest r/world of the clip, after the previous cut
-        cuts.append(min(range(cuts[-1] + 1, len(sizes) - (world - r) + 1), key=lambda i: abs(edges[i] - r * frames / world)))
-    cuts.append(len(sizes))
-    return [(edges[a], edges[b], sizes[a:b]) for a, b in zip(cuts, cuts[1:])]
-
-
-class CPLayers(nn.Module):
-    """Residual layers around the context-parallel ops at a DiT preset's width, x [B, T, S, C]:
-    layer i is softmax attention if i is one of the preset's softmax blocks, else
-    chunk-causal frame-wise GDN (ReLU q, k; k scaled by 1/√(D·S); β = σ(W_β x);
-    γ = exp(−softplus(W_γ mean_S x)), as the DiT's GDN layer without the k conv, RoPE and
-    camera branch). With `group`, x is this rank's frame slice and the ops exchange state."""
-
-    def __init__(self, cfg: DiTConfig, layers: int) -> None:
-        super().__init__()
-        C, self.heads, self.head_dim = cfg.hidden, cfg.heads, cfg.head_dim
-        self.softmax = [i in cfg.softmax_blocks for i in range(layers)]
-        self.norm = nn.ModuleList(nn.RMSNorm(C) for _ in range(layers))
-        self.qkv = nn.ModuleList(nn.Linear(C, 3 * C) for _ in range(layers))
-        gdn = [str(i) for i, softmax in enumerate(self.softmax) if not softmax]
-        self.beta = nn.ModuleDict({i: nn.Linear(C, self.heads) for i in gdn})
-        self.gamma = nn.ModuleDict({i: nn.Linear(C, self.heads) for i in gdn})
-        self.proj = nn.ModuleList(nn.Linear(C, C) for _ in range(layers))
-
-    def forward(self, x: torch.Tensor, chunk_sizes: list[int], group: dist.ProcessGroup | None = None) -> torch.Tensor:
-        """x: [B, T, S, C] (the clip, or this rank's slice with `group`); chunk_sizes: chunks of x."""
-        B, T, S, C = x.shape
-        H, D = self.heads, self.head_dim
-        for i, softmax in enumerate(self.softmax):
-            h = self.norm[i](x)
-            q, k, v = self.qkv[i](h).chunk(3, -1)
-            if softmax:
-                q, k, v = (t.unflatten(-1, (H, D)).flatten(1, 2).transpose(1, 2) for t in (q, k, v))  # [B, H, T·S, D]
-                o = (F.scaled_dot_product_attention(q, k, v) if group is None
-                     else context_parallel_attention(q, k, v, group=group))
-                o = o.transpose(1, 2).reshape(B, T, S, C)
-            else:
-                q, k = F.relu(q), F.relu(k) / math.sqrt(D * S)
-                q, k, v = (t.unflatten(-1, (H, D)).contiguous() for t in (q, k, v))
-                beta = torch.sigmoid(self.beta[str(i)](h).float()).contiguous()
-                gamma = torch.exp(-F.softplus(self.gamma[str(i)](h.mean(2)).float()))
-                gamma = gamma.clamp_min(torch.finfo(torch.float32).tiny).contiguous()  # the op needs γ in (0, 1]
-                kw = {"mode": "chunk_causal", "chunk_sizes": chunk_sizes}
-                o = (gdn_op("auto", x.device)(q, k, v, beta, gamma, q, k, **kw) if group is None
-                     else context_parallel_gdn(q, k, v, beta, gamma, q, k, group=group, **kw))
-                o = o.flatten(-2)
-            x = x + self.proj[i](o.to(x.dtype))
-        return x
-
-
 class SavedBytes:
     """Bytes of the distinct storages other than `params` that autograd saves for backward
     while active: the activation memory of a pass, measurable on CPU."""
@@ -272,14 +207,28 @@ class SavedBytes:
         return sum(self.storages.values()) / 1e9
 
 
-def cp_pass(model: CPLayers, x: torch.Tensor, do: torch.Tensor, chunk_sizes: list[int],
+def _wake_zero_inits(model: nn.Module, g: torch.Generator) -> None:
+    """Small random weights for the zero-initialised projections (final layer, temporal taps,
+    camera outputs): at init they cut most paths, and a comparison of zeros proves nothing."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if bool((p == 0).all()):
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+
+
+def cp_pass(model: GDNDiT, clip: dict[str, Any], do: torch.Tensor, mode: str, cp: CPContext | None,
             group: dist.ProcessGroup | None, steps: int) -> dict[str, Any]:
-    """Forward + backward of x [B, T, S, C] (CPU; moved to the model's device here) with
-    cotangent do, timed `steps` times after one warm-up. Returns out, dx and the parameter
+    """Forward + backward of `model` on the clip (CPU tensors: latents, timesteps, cameras, text,
+    mask; moved to the model's device here) with cotangent do — on this rank's frames with
+    `cp`, whose ranks form `group` — timed `steps` times after one warm-up. Returns out, dlatents and the parameter
     gradients of the last pass (on CPU), the median time and the pass's memory."""
-    device = next(model.parameters()).device
-    model.zero_grad(set_to_none=True)
-    x, do = x.detach().to(device).requires_grad_(), do.to(device)
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    a, b = (0, clip["latents"].shape[2]) if cp is None else cp.frames
+    x = clip["latents"][:, :, a:b].to(device, dtype).requires_grad_()
+    timesteps, do = clip["timesteps"][:, a:b].to(device), do[:, :, a:b].to(device, dtype)
+    cams = CameraInputs(*(t.to(device) for t in (clip["cameras"].plucker, clip["cameras"].ucpe))).frames(a, b)
+    text, mask = clip["text"].to(device, dtype), clip["text_mask"].to(device)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -291,14 +240,14 @@ def cp_pass(model: CPLayers, x: torch.Tensor, do: torch.Tensor, chunk_sizes: lis
         _sync(device)
         t0 = time.perf_counter()
         with _autocast(device), torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
-            out = model(x, chunk_sizes, group)
+            out = model(x, timesteps, cams, text, mask, mode=mode, cp=cp)
         out.backward(do)
         _sync(device)
         if i:
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     grads = {n: p.grad for n, p in model.named_parameters()}
-    if group is not None:  # each rank's parameter gradient is its slice's share
+    if cp is not None:  # each rank's parameter gradient is its slice's share
         for grad in grads.values():
             dist.all_reduce(grad, group=group)
     result = {"out": out.detach().cpu(), "dx": x.grad.cpu(), "grads": {n: g.cpu() for n, g in grads.items()},
@@ -307,35 +256,43 @@ def cp_pass(model: CPLayers, x: torch.Tensor, do: torch.Tensor, chunk_sizes: lis
     return result
 
 
-def case_context_parallel(info: DistInfo, model_name: str, layers: int, frames: int, grid: tuple[int, int],
+def case_context_parallel(info: DistInfo, model_name: str, frames: int, grid: tuple[int, int], mode: str,
                           steps: int) -> dict[str, Any] | None:
-    """CP=1 vs CP=2 (ranks 0 and 1) on one clip: differences, time and memory per rank."""
+    """CP=1 vs CP=2 (ranks 0 and 1) of the whole `GDNDiT` on one clip: differences, time and
+    memory per rank. CUDA: bf16 autocast, activation checkpointing per block; CPU: float64
+    (fp32 rounding alone moves the unsplit model's cross-attention query gradients by ~1e-3)."""
     if info.world_size < 2:
         raise ValueError("context-parallel needs at least 2 ranks")
     group = dist.new_group([0, 1])  # every rank takes part in creating the group
     result = None
     if info.rank < 2:
         cfg = preset(model_name)
-        S = grid[0] * grid[1]
+        cuda = info.device.type == "cuda"
         g = torch.Generator().manual_seed(0)
-        x = torch.randn(1, frames, S, cfg.hidden, generator=g)
-        do = torch.randn(1, frames, S, cfg.hidden, generator=g)
+        text, mask = _text(cfg, 1, 300 if cuda else 8, torch.device("cpu"), g)
+        clip = {"latents": torch.randn(1, cfg.latent_channels, frames, *grid, generator=g),
+                "timesteps": torch.rand(1, frames, generator=g), "cameras": _cameras(1, frames, grid, torch.device("cpu")),
+                "text": text, "text_mask": mask}
+        do = torch.randn(1, cfg.latent_channels, frames, *grid, generator=g)
         torch.manual_seed(0)
-        model = CPLayers(cfg, layers).to(info.device)
+        model = GDNDiT(cfg)
+        _wake_zero_inits(model, g)
+        model = model.to(info.device, torch.float32 if cuda else torch.float64)
+        if cuda:  # the 2.6b step at 121 × 880 tokens fits one GPU only with AC
+            apply_activation_checkpointing(model)
         # CP=1 on both ranks at once (each its own GPU and copy): each holds the reference
-        full = cp_pass(model, x, do, chunk_sizes_for(frames), None, steps)
-        split_frames = chunk_split(frames, 2)
-        lo, hi, sizes = split_frames[info.rank]
-        split = cp_pass(model, x[:, lo:hi].clone(), do[:, lo:hi].clone(), sizes, group, steps)
-        diffs = {"out": rel_diff(split["out"], full["out"][:, lo:hi]), "dx": rel_diff(split["dx"], full["dx"][:, lo:hi]),
+        full = cp_pass(model, clip, do, mode, None, None, steps)
+        cp = cp_context(frames, group)
+        split = cp_pass(model, clip, do, mode, cp, group, steps)
+        lo, hi = cp.frames
+        diffs = {"out": rel_diff(split["out"], full["out"][:, :, lo:hi]),
+                 "dx": rel_diff(split["dx"], full["dx"][:, :, lo:hi]),
                  "dparams": max(rel_diff(split["grads"][n], full["grads"][n]) for n in full["grads"])}
         diffs = {k: _all_reduce(v, info, group=group) for k, v in diffs.items()}
-        cuda = info.device.type == "cuda"
         mem1, mem2 = (r["peak_mem_gb"] if cuda else r["saved_gb"] for r in (full, split))
-        result = {"model_width": model_name, "layers": layers,
-                  "softmax_layers": [i for i in range(layers) if i in cfg.softmax_blocks],
-                  "latent_frames": frames, "tokens_per_frame": S,
-                  "cp2_frames_per_rank": [b - a for a, b, _ in split_frames],
+        result = {"model": model_name, "mode": mode, "dtype": "bf16 autocast" if cuda else "float64",
+                  "activation_checkpointing": cuda, "latent_frames": frames, "tokens_per_frame": grid[0] * grid[1],
+                  "cp2_frames_per_rank": [b - a for a, b in (frame_slice(frames, r, 2) for r in range(2))],
                   "max_rel_diff": diffs, "step_s_cp1": full["step_s"],
                   "step_s_cp2": _all_reduce(split["step_s"], info, group=group),
                   "mem_measure": "cuda max_memory_allocated" if cuda else "activation bytes saved for backward (CPU)",
@@ -473,8 +430,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="bench/results/train_multi.json", help="results JSON (markdown beside it)")
     parser.add_argument("--baseline", help="train_multi JSON of a 1-process scaling run: throughput(1)")
     parser.add_argument("--frames", type=int, default=121, help="latent frames of the scaling clip (121: 61 s)")
-    parser.add_argument("--cp-model", default="2.6b", help="preset whose width the CP layers take")
-    parser.add_argument("--cp-layers", type=int, default=4, help="CP layers (the preset's first blocks' kinds)")
+    parser.add_argument("--cp-model", default="2.6b", help="DiT preset of the context-parallel case")
+    parser.add_argument("--cp-mode", default="bidirectional", choices=("bidirectional", "chunk_causal"),
+                        help="attention mode of the context-parallel case")
     args = parser.parse_args(argv)
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off (issue 10)
     if args.smoke:
@@ -490,8 +448,9 @@ def main(argv: list[str] | None = None) -> None:
                 shape |= {"models": ["tiny"]}
             cases["same-result"] = case_same_result(info, **shape)
         if "context-parallel" in args.cases:
-            cp = ({"model_name": "tiny", "layers": 4, "frames": 13, "grid": (8, 8), "steps": 1} if args.smoke else
-                  {"model_name": args.cp_model, "layers": args.cp_layers, "frames": 121, "grid": (30, 30), "steps": 3})
+            cp = ({"model_name": "tiny", "frames": 13, "grid": (4, 6), "steps": 1} if args.smoke else
+                  {"model_name": args.cp_model, "frames": 121, "grid": (22, 40), "steps": 3})
+            cp["mode"] = args.cp_mode
             cases["context-parallel"] = case_context_parallel(info, **cp)
         if "scaling" in args.cases:
             sc = ({"model_name": "tiny", "frames": 3, "grid": (2, 3), "steps": 2, "warmup": 1} if args.smoke else
