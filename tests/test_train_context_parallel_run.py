@@ -1,7 +1,8 @@
 """`wmkit train` with context parallelism: 2 gloo processes with cp=2 (one clip's latent
 frames split over both, FSDP2 over both) train the same loss curve as 1 process on the same
 shards and seed — the loss of each step is the whole clip's, and the gradients are the
-unsplit gradients up to fp32 rounding."""
+unsplit gradients up to fp32 rounding; 4 processes as a 2 × 2 dp × cp mesh train the
+2-process data-parallel curve."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, port: int, cfg_dict: dict) -> None:
+def _worker(rank: int, port: int, cfg_dict: dict, world: int = 2) -> None:
     torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE="2", RANK=str(rank),
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     try:
         train(config_from_dict(cfg_dict))
@@ -38,9 +39,9 @@ def _worker(rank: int, port: int, cfg_dict: dict) -> None:
         torch.distributed.destroy_process_group()
 
 
-def _curve(run: Path) -> list[tuple[float, float]]:
+def _curve(run: Path, steps: int = STEPS) -> list[tuple[float, float]]:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == list(range(1, STEPS + 1))
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
     return [(r["loss"], r["grad_norm"]) for r in rows]
 
 
@@ -57,6 +58,24 @@ def test_cp2_run_trains_the_single_process_curve(tmp_path, mode):
     mp.spawn(_worker, args=(_free_port(), split.to_dict()), nprocs=2, join=True)
     want, got = _curve(tmp_path / "single"), _curve(tmp_path / "cp2")
     assert len({loss for loss, _ in want}) == STEPS  # real, changing losses
+    _assert_same_curve(want, got)
+
+
+def _assert_same_curve(want: list[tuple[float, float]], got: list[tuple[float, float]]) -> None:
     for step, ((loss, norm), (cp_loss, cp_norm)) in enumerate(zip(want, got), 1):
-        assert cp_loss == pytest.approx(loss, rel=1e-6), f"step {step}: loss {cp_loss} with cp=2, {loss} on 1 process"
-        assert cp_norm == pytest.approx(norm, rel=1e-6), f"step {step}: grad norm {cp_norm} with cp=2, {norm} on 1 process"
+        assert cp_loss == pytest.approx(loss, rel=1e-6), f"step {step}: loss {cp_loss} with cp=2, {loss} without"
+        assert cp_norm == pytest.approx(norm, rel=1e-6), f"step {step}: grad norm {cp_norm} with cp=2, {norm} without"
+
+
+def test_dp2_cp2_mesh_trains_the_dp2_curve(tmp_path):
+    """4 processes as 2 data-parallel × 2 context-parallel ranks, with activation checkpointing:
+    each cp pair reads its dp index's stream, so the curve is the 2-process data-parallel one."""
+    shards = write_shards(tmp_path / "shards", [clip_sample(i, frames=33) for i in range(4)], max_count=1)
+    base = run_preset("tiny_cpu", shards=str(shards), steps=3, progress=False, shuffle_buffer=2, batch_size=1,
+                      activation_checkpointing=True)
+    for name, world, cp in (("dp2", 2, 1), ("dp2cp2", 4, 2)):
+        cfg = base.__class__(**{**base.to_dict(), "out": str(tmp_path / name), "context_parallel": cp})
+        mp.spawn(_worker, args=(_free_port(), cfg.to_dict(), world), nprocs=world, join=True)
+    want, got = _curve(tmp_path / "dp2", 3), _curve(tmp_path / "dp2cp2", 3)
+    assert len({loss for loss, _ in want}) == 3
+    _assert_same_curve(want, got)
