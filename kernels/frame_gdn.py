@@ -4,13 +4,12 @@ whose forward/backward call the plain `frame_gdn_fwd` / `frame_gdn_bwd`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable
 
 import torch
-import triton
 
 from .chunks import chunk_start_flags, reverse_reset_flags
-from .triton_gdn import _affine_scan_kernel, _gram_bwd_kernel, _gram_fwd_kernel, _output_bwd_kernel, _output_fwd_kernel
 from .validate import Mode, check_frame_gdn_args, check_frame_gdn_values, raise_on_nonfinite
 
 # Scan launch: 32 state rows per program, 8 warps, 2 stages. Measured on the H100 at
@@ -22,9 +21,27 @@ BLOCK_R_GRAD = 32  # state rows per step when the backward sums S_{t-1}ᵀG_t: 3
 NONFINITE_GROUPS = ("k_rot / v / beta", "k / beta", "q / q_rot")
 
 
+def _kernels() -> ModuleType:
+    """The Triton kernels module, imported on first launch: CPU installs without Triton
+    (the `kernels` extra; CUDA builds of torch bring it) still import wmkit and run the reference."""
+    try:
+        from . import triton_gdn
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"frame_gdn needs Triton ({err}); install it with pip install 'wmkit[kernels]', "
+            "or use frame_gdn_ref (the model does so on CPU)"
+        ) from err
+    return triton_gdn
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= n."""
+    return 1 << (n - 1).bit_length()
+
+
 def _dims(D: int, Dv: int) -> dict[str, int]:
     # tl.dot needs power-of-two tiles of at least 16: D = 112 is padded to 128 by masks.
-    return {"BLOCK_D": max(16, triton.next_power_of_2(D)), "BLOCK_DV": max(16, triton.next_power_of_2(Dv))}
+    return {"BLOCK_D": max(16, _pow2(D)), "BLOCK_DV": max(16, _pow2(Dv))}
 
 
 def _tiles(dtype: torch.dtype) -> dict[str, int]:
@@ -62,8 +79,8 @@ def affine_scan(
     H = gamma.shape[2]
     out = torch.empty_like(U)
     final = torch.empty(BH, R, D, device=U.device, dtype=torch.float32) if want_final else None
-    grid = (triton.cdiv(R, BLOCK_R), BH)
-    _affine_scan_kernel[grid](
+    grid = (-(-R // BLOCK_R), BH)
+    _kernels()._affine_scan_kernel[grid](
         A, U, gamma, resets, init, out, final, T, H, R,
         D=D, BLOCK_R=BLOCK_R, BLOCK_D=_dims(D, D)["BLOCK_D"],
         REVERSE=reverse, ADD_FIRST=add_first, STORE_BEFORE=store_before,
@@ -132,7 +149,7 @@ def frame_gdn_fwd(
     M, N = torch.empty(BH, T, D, D, **f32), torch.empty(BH, T, D, D, **f32)
     W, u = torch.empty(BH, T, Dv, D, **f32), torch.empty(BH, T, 1, D, **f32)
     for group, state_path in ((0, True), (1, False)):
-        _gram_fwd_kernel[(T, BH)](
+        _kernels()._gram_fwd_kernel[(T, BH)](
             k, v, k_rot, beta, M, W, N, u, flags[group], T, S, H,
             D=D, DV=Dv, STATE_PATH=state_path, **dims, **_tiles(q.dtype),
         )
@@ -148,7 +165,7 @@ def frame_gdn_fwd(
     rev_states, rev_zs = (scans[2][0], scans[3][0]) if resets is not None else (None, None)
     o = torch.empty(B, T, S, H, Dv, device=dev, dtype=q.dtype)
     has_rev = resets is not None
-    _output_fwd_kernel[(T, BH)](
+    _kernels()._output_fwd_kernel[(T, BH)](
         q, q_rot, states, rev_states if has_rev else states, zs, rev_zs if has_rev else zs, o, flags[2],
         T, S, H, eps, D=D, DV=Dv, HAS_REV=has_rev, **dims, **_tiles(q.dtype),
     )
@@ -185,7 +202,7 @@ def frame_gdn_bwd(
     rev_zs = saved.rev_zs if has_rev else saved.zs
     dq, dq_rot = torch.empty_like(q), torch.empty_like(q_rot)
     dH, dzeta = torch.empty(BH, T, Dv, D, **f32), torch.empty(BH, T, 1, D, **f32)
-    _output_bwd_kernel[(T, BH)](
+    _kernels()._output_bwd_kernel[(T, BH)](
         q, q_rot, do, saved.states, rev_states, saved.zs, rev_zs, dq, dq_rot, dH, dzeta,
         T, S, H, eps, D=D, DV=Dv, HAS_REV=has_rev, **dims, **_tiles(q.dtype),
     )
@@ -208,7 +225,7 @@ def frame_gdn_bwd(
     dgamma = torch.empty(2, B, T, H, **f32)
     S0, z0 = (saved.states, saved.zs) if initial_state is None else initial_state
     for state_path in (True, False):
-        _gram_bwd_kernel[(T, BH)](
+        _kernels()._gram_bwd_kernel[(T, BH)](
             k, v, k_rot, beta, gamma, saved.M, saved.N, saved.states, rev_states, saved.zs, rev_zs, S0, z0,
             G, E, Gz, Ez, dk, dv, dk_rot, dbeta, dgamma, B, T, S, H,
             D=D, DV=Dv, BLOCK_R=BLOCK_R_GRAD, HAS_REV=has_rev, HAS_INIT=initial_state is not None,
