@@ -15,7 +15,7 @@ from _gdn_fixtures import NAMES, gdn_inputs
 from wmkit.kernels import chunk_sizes_for, frame_gdn_ref
 from wmkit.kernels.scan import slice_chunks
 from wmkit.model.softmax_attention import block_causal_mask
-from wmkit.train.parallel import context_parallel_attention, context_parallel_gdn, frame_slice
+from wmkit.train.parallel import GroupExchange, context_parallel_attention, context_parallel_gdn, frame_slice
 
 B, T, S, H, D = 1, 11, 6, 2, 8
 SPLIT = 7  # chunks [4, 3 | 4]: slices on chunk boundaries (frame_slice's [0, 6) | [6, 11) cuts one)
@@ -96,3 +96,41 @@ def test_split_frames_match_the_unsplit_ops():
                                                      (5, 3, [(0, 2), (2, 4), (4, 5)])])
 def test_frame_slices_cover_the_clip_in_order(frames, world, want):
     assert [frame_slice(frames, r, world) for r in range(world)] == want
+
+
+def _halo_worker(rank: int, port: int, results: dict) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=3)
+    try:
+        slices = [(0, 4), (4, 5), (5, 8)]  # the middle slice is shorter than the halo
+        x = torch.randn(2, 8, 3, generator=torch.Generator().manual_seed(6), requires_grad=True)
+        lo, hi = slices[rank]
+        local = x.detach()[:, lo:hi].clone().requires_grad_()
+        past, future = GroupExchange(None, slices).halo(local, 3, 2)
+        padded = torch.cat([torch.zeros(2, 3, 3), x, torch.zeros(2, 2, 3)], 1)  # zeros beyond the clip
+        want_past, want_future = padded[:, lo:lo + 3], padded[:, hi + 3:hi + 5]
+        g = torch.Generator().manual_seed(7)
+        w_past, w_future = torch.randn(3, 2, 3, 3, generator=g), torch.randn(3, 2, 2, 3, generator=g)  # per rank
+        ((past * w_past[rank]).sum() + (future * w_future[rank]).sum()).backward()
+        # the unsplit gradient of every rank's halo terms, summed: each rank must receive its share
+        total = sum((padded[:, a:a + 3] * w_past[r]).sum() + (padded[:, b + 3:b + 5] * w_future[r]).sum()
+                    for r, (a, b) in enumerate(slices))
+        want_grad = torch.autograd.grad(total, x)[0][:, lo:hi]
+        results[rank] = {"past": (past - want_past).abs().max().item(),
+                         "future": (future - want_future).abs().max().item(),
+                         "dx": (local.grad - want_grad).abs().max().item()}
+    finally:
+        dist.destroy_process_group()
+
+
+def test_halos_reach_past_a_short_slice():
+    """GroupExchange.halo on 3 ranks holding 4 | 1 | 3 frames: 3 frames before, 2 after each
+    slice (zeros beyond the clip), and every rank's gradient share of all ranks' halos."""
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.spawn(_halo_worker, args=(_free_port(), results), nprocs=3, join=True)
+        results = dict(results)
+    assert set(results) == {0, 1, 2}
+    for rank, errs in results.items():
+        for name, err in errs.items():
+            assert err < 1e-6, f"rank {rank} {name}: {err:.2e}"

@@ -227,6 +227,9 @@ def cp_context(frames: int, group: dist.ProcessGroup | None = None) -> CPContext
     """This rank's `CPContext` for a clip of `frames` latent frames split by `frame_slice` over
     the ranks of `group` (default: the world)."""
     world, rank = dist.get_world_size(group), dist.get_rank(group)
+    if frames < world:
+        raise ValueError(f"context parallelism over {world} ranks needs clips of at least {world} latent frames, "
+                         f"got {frames} (lower context_parallel or filter short clips)")
     slices = [frame_slice(frames, r, world) for r in range(world)]
     return CPContext(slices[rank], frames, GroupExchange(group, slices))
 
