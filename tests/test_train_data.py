@@ -77,6 +77,12 @@ def test_bad_samples_are_skipped_logged_and_counted(tmp_path, caplog):
     assert "room-005" in caplog.text and "shard-000010.tar" in caplog.text
 
 
+def test_clips_too_short_for_context_parallelism_are_skipped_and_counted(shards):
+    loader = _loader(shards, min_latent_frames=3)  # cp=3: the 2-latent-frame clips cannot be split
+    assert {b.latents.shape[2] for b in _take(loader, 4)} == {3}
+    assert loader.bad_counts()["too few latent frames"] > 0
+
+
 def test_all_bad_data_fails_fast(tmp_path):
     write_shards(tmp_path / "s", [nan_latents(i) for i in range(3)])
     with pytest.raises(RuntimeError, match="3 bad samples in a row"):

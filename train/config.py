@@ -103,7 +103,8 @@ class TrainConfig:
     """Ranks that split one clip's latent frames (context parallelism; `cp=` on the command
     line). The world is a dp × cp mesh with cp ranks contiguous: each cp group reads the same
     clips and each of its ranks runs `frame_slice` of their frames; FSDP2 shards over all
-    ranks. The world size must be a multiple; clips need at least this many latent frames."""
+    ranks. The world size must be a multiple; clips of fewer latent frames are skipped (counted
+    as bad samples, "too few latent frames")."""
     # --- logging and checkpoints ---------------------------------------------------
     out: str = "runs/train"
     """Run directory: metrics.jsonl, checkpoints/, config.json."""

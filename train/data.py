@@ -215,8 +215,10 @@ def _video_clip(sample: Sample, max_latent_frames: int) -> Clip:
                 str(sample.meta.get("caption", "")), None, torch.from_numpy(np.ascontiguousarray(crop)), None, None)
 
 
-def parse_clip(raw: RawSample | _BrokenShard, kind: DataKind, max_latent_frames: int = 0) -> Clip:
-    """A training `Clip` from a raw shard sample; raises `BadSample` (with a counter reason)."""
+def parse_clip(raw: RawSample | _BrokenShard, kind: DataKind, max_latent_frames: int = 0,
+               min_latent_frames: int = 1) -> Clip:
+    """A training `Clip` from a raw shard sample; raises `BadSample` (with a counter reason),
+    also for a clip of fewer than `min_latent_frames` latent frames."""
     if isinstance(raw, _BrokenShard):
         raise BadSample("broken shard", f"{raw.shard}: {raw.reason}")
     try:
@@ -224,9 +226,11 @@ def parse_clip(raw: RawSample | _BrokenShard, kind: DataKind, max_latent_frames:
     except SampleError as err:
         reason = "missing members" if "missing members" in str(err) else "invalid sample"
         raise BadSample(reason, f"{raw.shard}: {err}") from err
-    if kind == "latents":
-        return _latent_clip(sample, max_latent_frames)
-    return _video_clip(sample, max_latent_frames)
+    clip = _latent_clip(sample, max_latent_frames) if kind == "latents" else _video_clip(sample, max_latent_frames)
+    if clip.bucket[0] < min_latent_frames:
+        raise BadSample("too few latent frames", f"{raw.key}: {clip.bucket[0]} latent frames, "
+                        f"context parallelism gives each of {min_latent_frames} ranks one at least")
+    return clip
 
 
 def _pad_text(clips: Sequence[Clip]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -262,18 +266,20 @@ class ShardBatches(IterableDataset):
         shuffle_buffer: raw samples in the shuffle buffer (0/1: none).
         resampled: draw shards with replacement (default) instead of epochs of one pass.
         max_latent_frames: crop clips to this many latent frames (0: none).
+        min_latent_frames: skip (and count) clips shorter than this (context parallelism: cp).
         max_consecutive_bad: raise after this many bad samples in a row.
     """
 
     def __init__(self, source: Any, *, kind: DataKind, batch_size: int, seed: int = 0, rank: int = 0,
                  world_size: int = 1, num_workers: int = 0, shuffle_buffer: int = 0, resampled: bool = True,
-                 max_latent_frames: int = 0, max_consecutive_bad: int = 1000) -> None:
+                 max_latent_frames: int = 0, min_latent_frames: int = 1, max_consecutive_bad: int = 1000) -> None:
         super().__init__()
         self.shards = list_shards(source)
         self.kind, self.batch_size, self.seed = kind, batch_size, seed
         self.rank, self.world_size, self.num_workers = rank, world_size, num_workers
         self.shuffle_buffer, self.resampled = shuffle_buffer, resampled
         self.max_latent_frames, self.max_consecutive_bad = max_latent_frames, max_consecutive_bad
+        self.min_latent_frames = min_latent_frames
         self.start: dict[int, StreamPosition] = {}
         self.worker_offset = 0
 
@@ -317,12 +323,12 @@ class ShardBatches(IterableDataset):
                 drawn += 1
                 if ordinal < replay_until:  # resume: re-parse only the clips that were waiting
                     if ordinal in replay:
-                        clip = parse_clip(raw, self.kind, self.max_latent_frames)
+                        clip = parse_clip(raw, self.kind, self.max_latent_frames, self.min_latent_frames)
                         buckets.setdefault(clip.bucket, []).append((ordinal, clip))
                     continue
                 pos.consumed = ordinal + 1
                 try:
-                    clip = parse_clip(raw, self.kind, self.max_latent_frames)
+                    clip = parse_clip(raw, self.kind, self.max_latent_frames, self.min_latent_frames)
                 except BadSample as bad:
                     self._skip(pos, bad, ordinal)
                     continue

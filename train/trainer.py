@@ -211,7 +211,8 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     dataset = ShardBatches(cfg.shards, kind=cfg.data, batch_size=cfg.batch_size, seed=cfg.seed, rank=dims.dp_rank,
                            world_size=dims.dp, num_workers=cfg.num_workers,
                            shuffle_buffer=cfg.shuffle_buffer, resampled=cfg.resampled,
-                           max_latent_frames=cfg.max_latent_frames, max_consecutive_bad=cfg.max_consecutive_bad)
+                           max_latent_frames=cfg.max_latent_frames, min_latent_frames=cfg.context_parallel,
+                           max_consecutive_bad=cfg.max_consecutive_bad)
     loader = ShardLoader(dataset)
     vae, text_encoder = _encoders(cfg, info.device)
 
