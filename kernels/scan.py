@@ -253,8 +253,10 @@ def frame_gdn_context_parallel(
         state_dtype = torch.promote_types(k.dtype, torch.float32)  # the op's: fp32, float64 for float64 inputs
         zeros = k.new_zeros(B, H, v.shape[-1], D, dtype=state_dtype)
         initial_state = (zeros, k.new_zeros(B, H, D, dtype=state_dtype))
-    maps = frame_affine_maps(k, v, beta, gamma, k_rot)
-    state = incoming_state(scan_composite(maps), initial_state, group)
+    fp32 = torch.autocast(q.device.type, enabled=False)  # the scans stay fp32 under the caller's autocast
+    with fp32:
+        maps = frame_affine_maps(k, v, beta, gamma, k_rot)
+        state = incoming_state(scan_composite(maps), initial_state, group)
     state = (state[0].contiguous(), state[1].contiguous())
     o = op(q, k, v, beta, gamma, q_rot, k_rot, mode=mode, chunk_sizes=chunk_sizes, initial_state=state, eps=eps)
     if mode == "causal":
@@ -266,5 +268,6 @@ def frame_gdn_context_parallel(
     starts = {sum(sizes[:i]) for i in range(len(sizes))}
     flags = [continues] + [t not in starts for t in range(1, T)]
     zero = tuple(torch.zeros_like(x) for x in initial_state)
-    reverse_in = incoming_state(scan_composite(reverse_frame_maps(maps, flags)), zero, group, reverse=True)
-    return _add_reverse_incoming(o, q, q_rot, maps, state[1], reverse_in, sizes[-1], eps)
+    with fp32:
+        reverse_in = incoming_state(scan_composite(reverse_frame_maps(maps, flags)), zero, group, reverse=True)
+        return _add_reverse_incoming(o, q, q_rot, maps, state[1], reverse_in, sizes[-1], eps)

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from _gdn_fixtures import NAMES, gdn_inputs
 from wmkit.kernels import chunk_sizes_for, frame_gdn_ref
-from wmkit.kernels.scan import slice_chunks
+from wmkit.kernels.scan import frame_gdn_context_parallel, slice_chunks
 from wmkit.model.softmax_attention import block_causal_mask
 from wmkit.train.parallel import GroupExchange, context_parallel_attention, context_parallel_gdn, frame_slice
 
@@ -27,8 +27,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _gdn_errors(rank: int, mode: str, lo_hi: list[tuple[int, int]]) -> dict[str, float]:
-    """The split op against the unsplit one with rank r holding frames lo_hi[r]."""
+def _untouched_by_autocast(*args, **kwargs):
+    """The reference op as the Triton op runs under autocast: its own precision (fp32 here)."""
+    with torch.autocast("cpu", enabled=False):
+        return frame_gdn_ref(*args, **kwargs)
+
+
+def _gdn_errors(rank: int, mode: str, lo_hi: list[tuple[int, int]], autocast: bool = False) -> dict[str, float]:
+    """The split op against the unsplit one with rank r holding frames lo_hi[r]; with
+    `autocast`, the split call runs under bf16 autocast (as in training on a GPU), whose
+    matmuls would otherwise round the exchanged composites to bf16 (~1e-2)."""
     xs = gdn_inputs(B, T, S, H, D, D, seed=3)
     do = torch.randn(B, T, S, H, D, generator=torch.Generator().manual_seed(4))
     full = frame_gdn_ref(*xs, mode=mode)
@@ -39,9 +47,13 @@ def _gdn_errors(rank: int, mode: str, lo_hi: list[tuple[int, int]]) -> dict[str,
     if mode == "chunk_causal":
         sizes, continues = slice_chunks(chunk_sizes_for(T), lo, hi)
         kw = {"chunk_sizes": sizes, "first_chunk_continues": continues}
-    out = context_parallel_gdn(*local, mode=mode, **kw)
+    if autocast:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = frame_gdn_context_parallel(*local, mode=mode, op=_untouched_by_autocast, **kw)
+    else:
+        out = context_parallel_gdn(*local, mode=mode, **kw)
     grads = torch.autograd.grad((out * do[:, lo:hi]).sum(), local)
-    case = f"gdn {mode} {lo_hi}"
+    case = f"gdn {mode} {lo_hi}{' autocast' if autocast else ''}"
     errs = {f"{case} out": (out - full[:, lo:hi]).abs().max().item()}
     for name, g, fg in zip(NAMES, grads, full_grads):
         errs[f"{case} d{name}"] = (g - fg[:, lo:hi]).abs().max().item()
@@ -74,6 +86,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
         errs = _gdn_errors(rank, "chunk_causal", aligned)
         errs |= _gdn_errors(rank, "chunk_causal", even)  # frames [0, 6) | [6, 11) cut the chunk [4, 7)
         errs |= _gdn_errors(rank, "bidirectional", even)
+        errs |= _gdn_errors(rank, "bidirectional", even, autocast=True)
         for mode in ("bidirectional", "chunk_causal"):
             errs |= _attention_errors(rank, mode)
         results[rank] = errs
