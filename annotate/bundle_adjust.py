@@ -1,15 +1,24 @@
 """Bundle adjustment in torch (DESIGN §4): Levenberg–Marquardt with a Schur complement, in windows.
 
 Unknowns per frame: pose (w2c rotation by a left axis-angle increment, and
-translation) and intrinsics fx, fy, cx, cy (one set per frame, or one shared
-set when ``per_frame_intrinsics`` is False -- the VIPE setting); per track a
-3D point, initialised by back-projecting the fused metric depth at the track's
-first observation in the window. Cost (residuals in :mod:`ba_problem`)::
+translation), intrinsics fx, fy, cx, cy (one set per frame, or one shared
+set when ``per_frame_intrinsics`` is False -- the VIPE setting) and the log
+scale ``a`` of the frame's fused depth (see :mod:`ba_problem` for why); per
+track a 3D point, initialised by back-projecting the fused metric depth at the
+track's first observation in the window. Cost (residuals in :mod:`ba_problem`)::
 
-    sum_obs huber(|r_px|) + sum_obs huber(|r_d|) + |A f - B f_prior|^2
+    sum_obs cauchy(|r_px|) + sum_obs huber(|r_d|) + |A f - B f_prior|^2 + |C a|^2
 
 Gauge: the first frame's pose is held fixed and the depth prior fixes the
 scale (with ``depth_prior_weight = 0`` the scale is left to LM's damping).
+
+Outliers: reprojection residuals go through a Cauchy loss (Huber only bounds a
+mismatched track's pull: a 10 px mismatch still pulls like a 2 px residual,
+and with per-frame intrinsics 1-2 % of them bent focal length, principal
+point and trajectory), depth residuals through Huber. After a window converges, observations whose reprojection residual exceeds
+``outlier_px`` are dropped (with the points left seen fewer than twice) and the
+window is solved again, ``outlier_rounds`` times at most; dropped observations
+stay out of later windows and out of ``reproj_error_px``.
 
 Each LM step builds the normal equations blockwise -- U (cameras, dense),
 V (points, 3x3 blocks), W (camera x point) -- eliminates the points with the
@@ -26,12 +35,16 @@ Windows keep memory flat in video length::
 
 A window optimises its frames; its first ``overlap`` frames are held at the
 previous window's result (pose and intrinsics), which ties the windows into
-one trajectory in one scale. Only a window's observations and points are
-ever materialised.
+one trajectory in one scale. The frames after a window start from the fused
+poses moved by the rigid correction the window gave its last frame, so the
+next window's free frames start where its held frames ended, not where the
+fused trajectory had them (a jump there would be a drift the window has to
+undo). Only a window's observations and points are ever materialised.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +52,10 @@ import numpy as np
 import torch
 
 from wmkit.annotate.ba_problem import (
+    cauchy_cost,
+    cauchy_weights,
+    depth_scale_jacobian,
+    depth_scale_prior_matrix,
     huber_cost,
     huber_weights,
     intrinsics_prior_matrix,
@@ -64,11 +81,30 @@ class BAConfig:
     # the backend's K is often biased by several % (single-image focal estimation), so the prior
     # is weak (sigma 50 %): it only settles what the images leave open; stronger kept the bias in tests
     k_prior_weight: float = 2.0
-    # fused depth is consistent to a few % after fusion (sigma ~3 %); it fixes the metric scale
+    # the principal point trades against rotation and focal length, and the backend's (the image
+    # centre, or near it) is good: sigma 2 % of the focal length, ~3 px at 160 px wide. As weak as
+    # the focal prior, it drifted 5-50 px on synthetic clips and took the focal length with it
+    principal_point_weight: float = 50.0
+    # the backend's focal bias is the same in every frame: its frame-to-frame profile (the zoom)
+    # is held at sigma 3 %, which stops a focal drift standing in for a dolly (see ba_problem)
+    profile_weight: float = 30.0
+    # fused depth is consistent to a few % within a frame (sigma ~3 %); it fixes the metric scale
     depth_prior_weight: float = 30.0
-    huber_px: float = 2.0  # reprojection residuals beyond this are down-weighted (mismatched tracks)
+    # per-frame log scale of the fused depth: its mean is metric (sigma 10 % a frame, so ~1.5 % over a
+    # 48-frame window) while a frame may be off by several % (the geometry backend's scale drift);
+    # from frame to frame it changes by ~1 % at most
+    depth_scale_weight: float = 10.0
+    depth_scale_smooth_weight: float = 100.0
+    # scale of the Cauchy loss on reprojection residuals: beyond it an observation's pull falls off
+    # (mismatched tracks); SIFT inliers on synthetic clips sit well below (median 0.15 px)
+    robust_px: float = 2.0
     # fused depth off by more than this (relative) is down-weighted: depth edges, thin structures
     huber_depth: float = 0.1
+    # after a window converges, observations with a larger reprojection residual are dropped and the
+    # window re-solved; SIFT inliers on synthetic clips have a median of 0.15 px and a 99th percentile
+    # near 1 px, mismatches reach tens of px
+    outlier_px: float = 2.0
+    outlier_rounds: int = 2  # drop-and-re-solve rounds per window; 0 keeps every observation
     window: int = 64  # frames per window
     overlap: int = 16  # frames shared with (and held fixed from) the previous window
     iterations: int = 20  # LM iterations per window
@@ -79,11 +115,25 @@ class BAConfig:
             raise ValueError(f"BAConfig.window must be >= 2, got {self.window}")
         if not 0 <= self.overlap < self.window:
             raise ValueError(f"BAConfig.overlap must be in [0, window), got {self.overlap} (window {self.window})")
-        for name in ("smooth_weight", "k_prior_weight", "depth_prior_weight", "huber_px", "huber_depth"):
+        for name in (
+            "smooth_weight",
+            "k_prior_weight",
+            "principal_point_weight",
+            "profile_weight",
+            "depth_prior_weight",
+            "depth_scale_weight",
+            "depth_scale_smooth_weight",
+            "robust_px",
+            "huber_depth",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"BAConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.iterations < 0:
-            raise ValueError(f"BAConfig.iterations must be >= 0, got {self.iterations}")
+        if self.iterations < 0 or self.outlier_rounds < 0:
+            raise ValueError(
+                f"BAConfig.iterations and outlier_rounds must be >= 0, got {self.iterations}, {self.outlier_rounds}"
+            )
+        if not self.outlier_px > 0:
+            raise ValueError(f"BAConfig.outlier_px must be > 0, got {self.outlier_px}")
 
 
 @dataclass(frozen=True)
@@ -92,8 +142,9 @@ class BAResult:
 
     c2w: np.ndarray  # (T, 4, 4) float64 OpenCV camera-to-world, metres
     K: np.ndarray  # (T, 3, 3) float64 pixels
+    depth_scale: np.ndarray  # (T,) float64 factor that makes the fused depth agree with these cameras
     points: np.ndarray  # (num_points, 3) float64 world points; NaN for tracks not reconstructed
-    reproj_error_px: float  # mean reprojection error over the observations of reconstructed points
+    reproj_error_px: float  # mean reprojection error over the kept (not outlier) observations of reconstructed points
     stats: dict = field(default_factory=dict)
 
 
@@ -118,6 +169,8 @@ class _Window:
     prior: torch.Tensor  # (F, 4) backend intrinsics
     pose_col: torch.Tensor  # (F,) int64 first column of the frame's pose step, or -1
     intr_col: torch.Tensor  # (F,) int64 first column of the frame's intrinsics, or -1
+    log_scale: torch.Tensor  # (F,) log depth scale of each frame
+    scale_col: torch.Tensor  # (F,) int64 column of the frame's log depth scale, or -1
     num_cols: int
     frame: torch.Tensor  # (N,) int64 window-local frame of each observation
     point: torch.Tensor  # (N,) int64 window-local point
@@ -127,37 +180,42 @@ class _Window:
     X: torch.Tensor  # (M, 3)
     prior_A: torch.Tensor  # (R, 4F)
     prior_B: torch.Tensor  # (R, 4F)
+    scale_C: torch.Tensor  # (R', F) log depth scale prior
 
 
-def _residuals(w: _Window, R, t, intr, X) -> torch.Tensor:
+def _residuals(w: _Window, R, t, intr, log_scale, X) -> torch.Tensor:
     f = w.frame
-    return observation_residuals(intr[f], X[w.point], R[f], t[f], w.uv, w.depth, w.depth_weight)
+    depth = w.depth * torch.exp(log_scale[f])
+    return observation_residuals(intr[f], X[w.point], R[f], t[f], w.uv, depth, w.depth_weight)
 
 
-def _cost(w: _Window, R, t, intr, X, config: BAConfig) -> float:
-    r = _residuals(w, R, t, intr, X)
+def _cost(w: _Window, R, t, intr, log_scale, X, config: BAConfig) -> float:
+    r = _residuals(w, R, t, intr, log_scale, X)
     prior = w.prior_A @ intr.reshape(-1) - w.prior_B @ w.prior.reshape(-1)
-    reproj = huber_cost(r[:, :2].norm(dim=1), config.huber_px).sum()
+    reproj = cauchy_cost(r[:, :2].norm(dim=1), config.robust_px).sum()
     depth = huber_cost(r[:, 2].abs(), w.depth_weight * config.huber_depth).sum()
-    return float(reproj + depth + (prior**2).sum())
+    return float(reproj + depth + (prior**2).sum() + ((w.scale_C @ log_scale) ** 2).sum())
 
 
 def _normal_equations(w: _Window, config: BAConfig):
     """Gauss-Newton blocks: U (P, P), g_c (P,), V (M, 3, 3), g_p (M, 3), W (P, 3M); g = -J^T r."""
     f, P, M = w.frame, w.num_cols, len(w.X)
     r, j_pose, j_intr, j_point = observation_jacobians(
-        w.intr[f], w.X[w.point], w.R[f], w.t[f], w.uv, w.depth, w.depth_weight
+        w.intr[f], w.X[w.point], w.R[f], w.t[f], w.uv, w.depth * torch.exp(w.log_scale[f]), w.depth_weight
     )
+    j_scale = torch.zeros_like(r)
+    j_scale[:, 2] = depth_scale_jacobian(r[:, 2], w.depth_weight)
     sw = torch.ones_like(r)
-    sw[:, :2] = huber_weights(r[:, :2].norm(dim=1), config.huber_px).sqrt()[:, None]
+    sw[:, :2] = cauchy_weights(r[:, :2].norm(dim=1), config.robust_px).sqrt()[:, None]
     sw[:, 2] = huber_weights(r[:, 2].abs(), w.depth_weight * config.huber_depth).sqrt()
     r = r * sw
-    jc = torch.cat([j_pose, j_intr], dim=2) * sw[..., None]  # (N, 3, 10)
+    jc = torch.cat([j_pose, j_intr, j_scale[..., None]], dim=2) * sw[..., None]  # (N, 3, 11)
     jp = j_point * sw[..., None]
     dummy = P  # fixed parameters accumulate into a dropped extra row/column
     pose_cols = torch.where(w.pose_col[f, None] >= 0, w.pose_col[f, None] + torch.arange(6, device=f.device), dummy)
     intr_cols = torch.where(w.intr_col[f, None] >= 0, w.intr_col[f, None] + torch.arange(4, device=f.device), dummy)
-    cols = torch.cat([pose_cols, intr_cols], dim=1)  # (N, 10)
+    scale_cols = torch.where(w.scale_col[f, None] >= 0, w.scale_col[f, None], dummy)
+    cols = torch.cat([pose_cols, intr_cols, scale_cols], dim=1)  # (N, 11)
 
     U = torch.zeros((P + 1) * (P + 1), dtype=r.dtype, device=r.device)
     U.index_add_(0, (cols[:, :, None] * (P + 1) + cols[:, None, :]).reshape(-1), (jc.mT @ jc).reshape(-1))
@@ -181,6 +239,12 @@ def _normal_equations(w: _Window, config: BAConfig):
     r_prior = w.prior_A @ w.intr.reshape(-1) - w.prior_B @ w.prior.reshape(-1)
     U = U + j_prior.T @ j_prior
     g_c = g_c - j_prior.T @ r_prior
+    select = torch.zeros(len(w.log_scale), P, dtype=r.dtype, device=r.device)
+    free = torch.nonzero(w.scale_col >= 0)[:, 0]
+    select[free, w.scale_col[free]] = 1.0
+    j_prior = w.scale_C @ select
+    U = U + j_prior.T @ j_prior
+    g_c = g_c - j_prior.T @ (w.scale_C @ w.log_scale)
     return U, g_c, V, g_p, W
 
 
@@ -204,8 +268,8 @@ def _solve_step(U, g_c, V, g_p, W, lam: float) -> tuple[torch.Tensor, torch.Tens
 
 
 def _apply(w: _Window, d_c: torch.Tensor, d_p: torch.Tensor):
-    """Parameters after the step: poses by left increments, intrinsics and points additively."""
-    R, t, intr = w.R.clone(), w.t.clone(), w.intr.clone()
+    """Parameters after the step: poses by left increments, the rest additively."""
+    R, t, intr, log_scale = w.R.clone(), w.t.clone(), w.intr.clone(), w.log_scale.clone()
     free = torch.nonzero(w.pose_col >= 0)[:, 0]
     cols = w.pose_col[free, None] + torch.arange(6, device=d_c.device)
     step = d_c[cols]  # (F_free, 6)
@@ -214,12 +278,14 @@ def _apply(w: _Window, d_c: torch.Tensor, d_p: torch.Tensor):
     t[free] = (rot @ w.t[free, :, None])[..., 0] + step[:, 3:]
     free = torch.nonzero(w.intr_col >= 0)[:, 0]
     intr[free] = intr[free] + d_c[w.intr_col[free, None] + torch.arange(4, device=d_c.device)]
-    return R, t, intr, w.X + d_p
+    free = torch.nonzero(w.scale_col >= 0)[:, 0]
+    log_scale[free] = log_scale[free] + d_c[w.scale_col[free]]
+    return R, t, intr, log_scale, w.X + d_p
 
 
 def _levenberg_marquardt(w: _Window, config: BAConfig) -> dict:
     """Optimise ``w`` in place; returns the window's stats."""
-    cost = _cost(w, w.R, w.t, w.intr, w.X, config)
+    cost = _cost(w, w.R, w.t, w.intr, w.log_scale, w.X, config)
     stats = {"initial_cost": cost, "iterations": 0, "accepted": 0, "working_bytes": 0}
     lam = 1e-4
     for _ in range(config.iterations):
@@ -229,10 +295,10 @@ def _levenberg_marquardt(w: _Window, config: BAConfig) -> dict:
         stats["working_bytes"] = max(stats["working_bytes"], 2 * W.nbytes + 2 * U.nbytes + 2 * V.nbytes)
         while lam < 1e12:
             d_c, d_p = _solve_step(U, g_c, V, g_p, W, lam)
-            R, t, intr, X = _apply(w, d_c, d_p)
-            new_cost = _cost(w, R, t, intr, X, config)
+            R, t, intr, log_scale, X = _apply(w, d_c, d_p)
+            new_cost = _cost(w, R, t, intr, log_scale, X, config)
             if np.isfinite(new_cost) and new_cost <= cost:
-                w.R, w.t, w.intr, w.X = R, t, intr, X
+                w.R, w.t, w.intr, w.log_scale, w.X = R, t, intr, log_scale, X
                 stats["accepted"] += 1
                 lam = max(lam / 10, 1e-12)
                 break
@@ -245,6 +311,65 @@ def _levenberg_marquardt(w: _Window, config: BAConfig) -> dict:
             break
     stats["final_cost"] = cost
     return stats
+
+
+def _drop_outliers(w: _Window, outlier_px: float) -> tuple[_Window, np.ndarray, np.ndarray] | None:
+    """``w`` without its observations beyond ``outlier_px`` and the points they leave under-observed.
+
+    A point stays when it keeps two observations, one of them in a frame whose pose is free.
+
+    Returns:
+        ``(window, kept_observations (N,) bool, kept_points (M,) bool)``, or None when nothing is dropped.
+    """
+    r = _residuals(w, w.R, w.t, w.intr, w.log_scale, w.X)
+    keep = (r[:, :2].norm(dim=1) <= outlier_px).cpu().numpy()
+    if keep.all():
+        return None
+    point, frame = w.point.cpu().numpy(), w.frame.cpu().numpy()
+    free = (w.pose_col.cpu().numpy() >= 0)[frame]
+    M = len(w.X)
+    kept_pts = (np.bincount(point[keep], minlength=M) >= 2) & (np.bincount(point[keep & free], minlength=M) >= 1)
+    keep &= kept_pts[point]
+    index = torch.as_tensor(np.cumsum(kept_pts) - 1, device=w.point.device)
+    sel = torch.as_tensor(keep, device=w.point.device)
+    window = dataclasses.replace(
+        w,
+        frame=w.frame[sel],
+        point=index[w.point[sel]],
+        uv=w.uv[sel],
+        depth=w.depth[sel],
+        depth_weight=w.depth_weight[sel],
+        X=w.X[torch.as_tensor(kept_pts, device=w.X.device)],
+    )
+    return window, keep, kept_pts
+
+
+def _solve_window(w: _Window, config: BAConfig) -> tuple[_Window, np.ndarray, np.ndarray, dict]:
+    """LM on ``w``, then up to ``config.outlier_rounds`` rounds of dropping outliers and solving again.
+
+    Returns:
+        ``(window, kept_observations, kept_points, stats)``; the masks index the observations and
+        points ``w`` came with.
+    """
+    kept_obs, kept_pts = np.ones(len(w.frame), dtype=bool), np.ones(len(w.X), dtype=bool)
+    stats = _levenberg_marquardt(w, config)
+    stats["rejected_observations"] = 0
+    for _ in range(config.outlier_rounds):
+        dropped = _drop_outliers(w, config.outlier_px)
+        if dropped is None:
+            break
+        w, keep, keep_pts = dropped
+        stats["rejected_observations"] += int((~keep).sum())
+        kept_obs[np.flatnonzero(kept_obs)[~keep]] = False
+        kept_pts[np.flatnonzero(kept_pts)[~keep_pts]] = False
+        if len(w.X) == 0:
+            break
+        again = _levenberg_marquardt(w, config)
+        stats["iterations"] += again["iterations"]
+        stats["accepted"] += again["accepted"]
+        stats["working_bytes"] = max(stats["working_bytes"], again["working_bytes"])
+        stats["final_cost"] = again["final_cost"]
+    return w, kept_obs, kept_pts, stats
 
 
 def _sample(image: np.ndarray, uv: np.ndarray) -> np.ndarray:
@@ -280,8 +405,10 @@ def bundle_adjust(
         clip_id: names the clip in errors.
 
     Returns:
-        :class:`BAResult`; ``stats`` has per-window iterations and costs, ``peak_window_bytes``
-        (largest normal-equation working set), ``num_windows``, ``num_observations``, ``device``, ``time_s``.
+        :class:`BAResult`; ``stats`` has per-window iterations, costs and rejected observations,
+        ``peak_window_bytes`` (largest normal-equation working set), ``num_windows``,
+        ``num_observations`` (kept ones of reconstructed points), ``rejected_observations``
+        (outliers), ``device``, ``time_s``.
 
     Raises:
         AnnotateError: tracks and geometry disagree on the frame count, or no window has a
@@ -303,13 +430,15 @@ def bundle_adjust(
     obs_depth = _sample(init.depth, at).astype(np.float64)
     obs_conf = _sample(init.conf, at).astype(np.float64)
     obs_depth_weight = np.where(obs_depth > 0, config.depth_prior_weight * obs_conf, 0.0)
+    log_scale = np.zeros(T)
     points = np.full((tracks.num_points, 3), np.nan)
+    inlier = np.ones(len(tracks), dtype=bool)  # observations not dropped as outliers
     windows = []
 
     for start, end in window_spans(T, config.window, config.overlap):
         F = end - start
         held = 1 if start == 0 else config.overlap  # frames whose pose is held fixed
-        in_win = np.flatnonzero((tracks.frame >= start) & (tracks.frame < end))
+        in_win = np.flatnonzero((tracks.frame >= start) & (tracks.frame < end) & inlier)
         pts, counts = np.unique(tracks.point[in_win], return_counts=True)
         # a point needs two observations, one of them in a free frame, and a depth to start from
         free_obs = np.zeros(len(pts), dtype=bool)
@@ -336,8 +465,17 @@ def bundle_adjust(
         else:
             intr_col[intr_held:] = 6 * (F - held)
             num_cols = 6 * (F - held) + 4
+        scale_col = np.full(F, -1)  # depth scales are held and freed with the intrinsics
+        scale_col[intr_held:] = num_cols + np.arange(F - intr_held)
+        num_cols += F - intr_held
         A, B = intrinsics_prior_matrix(
-            F, config.smooth_weight if config.per_frame_intrinsics else 0.0, config.k_prior_weight, focal_ref, dtype
+            F,
+            config.smooth_weight if config.per_frame_intrinsics else 0.0,
+            config.k_prior_weight,
+            config.principal_point_weight,
+            config.profile_weight if config.per_frame_intrinsics else 0.0,
+            focal_ref,
+            dtype,
         )
         if not config.per_frame_intrinsics:  # the shared set starts from the mean of its frames' K
             intr[start + intr_held : end] = intr[start + intr_held : end].mean(axis=0)
@@ -350,6 +488,8 @@ def bundle_adjust(
             prior=tt(prior[start:end]),
             pose_col=tt(pose_col, torch.int64),
             intr_col=tt(intr_col, torch.int64),
+            log_scale=tt(log_scale[start:end]),
+            scale_col=tt(scale_col, torch.int64),
             num_cols=num_cols,
             frame=tt(tracks.frame[obs] - start, torch.int64),
             point=tt(np.searchsorted(pts, tracks.point[obs]), torch.int64),
@@ -359,16 +499,22 @@ def bundle_adjust(
             X=tt(X0),
             prior_A=A.to(device),
             prior_B=B.to(device),
+            scale_C=depth_scale_prior_matrix(F, config.depth_scale_smooth_weight, config.depth_scale_weight, dtype).to(device),
         )
-        stats = _levenberg_marquardt(win, config)
-        stats.update(span=(start, end), num_points=len(pts), num_observations=len(obs))
+        win, kept_obs, kept_pts, stats = _solve_window(win, config)
+        stats.update(span=(start, end), num_points=int(kept_pts.sum()), num_observations=int(kept_obs.sum()))
         windows.append(stats)
+        inlier[obs[~kept_obs]] = False
 
         R, t = win.R.cpu().numpy(), win.t.cpu().numpy()
+        last_before = c2w[end - 1].copy()
         c2w[start:end, :3, :3] = R.transpose(0, 2, 1)
         c2w[start:end, :3, 3] = -np.einsum("fji,fj->fi", R, t)
+        c2w[end:] = c2w[end - 1] @ np.linalg.inv(last_before) @ c2w[end:]  # later frames follow the window
         intr[start:end] = win.intr.cpu().numpy()
-        points[pts] = win.X.cpu().numpy()
+        log_scale[start:end] = win.log_scale.cpu().numpy()
+        log_scale[end:] = log_scale[end - 1]  # later frames start from the last solved scale
+        points[pts[kept_pts]] = win.X.cpu().numpy()
 
     if not np.isfinite(points).any():
         raise AnnotateError(f"{where}: no window has a point seen in two frames ({len(tracks)} observations)")
@@ -377,12 +523,14 @@ def bundle_adjust(
     return BAResult(
         c2w=c2w,
         K=K,
+        depth_scale=np.exp(log_scale),
         points=points,
-        reproj_error_px=reprojection_error(tracks, c2w, K, points),
+        reproj_error_px=reprojection_error(tracks, c2w, K, points, inlier),
         stats={
             "windows": windows,
             "num_windows": len(windows),
-            "num_observations": int(np.isfinite(points[tracks.point, 0]).sum()),
+            "num_observations": int((np.isfinite(points[tracks.point, 0]) & inlier).sum()),
+            "rejected_observations": int((~inlier).sum()),
             "peak_window_bytes": max((w.get("working_bytes", 0) for w in windows), default=0),
             "device": str(device),
             "time_s": time.perf_counter() - started,
@@ -390,13 +538,16 @@ def bundle_adjust(
     )
 
 
-def reprojection_error(tracks: Tracks, c2w: np.ndarray, K: np.ndarray, points: np.ndarray) -> float:
+def reprojection_error(
+    tracks: Tracks, c2w: np.ndarray, K: np.ndarray, points: np.ndarray, keep: np.ndarray | None = None
+) -> float:
     """Mean pixel distance between observations and projected points (reconstructed points only).
 
     Args:
         c2w: (T, 4, 4); K: (T, 3, 3); points: (num_points, 3) with NaN rows for missing points.
+        keep: (N,) bool observations to count (e.g. the BA's inliers); None counts all.
     """
-    ok = np.isfinite(points[tracks.point, 0])
+    ok = np.isfinite(points[tracks.point, 0]) if keep is None else np.isfinite(points[tracks.point, 0]) & keep
     f, X = tracks.frame[ok], points[tracks.point[ok]]
     w2c = np.linalg.inv(c2w)
     x = np.einsum("nij,nj->ni", w2c[f, :3, :3], X) + w2c[f, :3, 3]

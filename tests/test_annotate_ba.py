@@ -9,7 +9,14 @@ import torch
 from scipy.ndimage import gaussian_filter
 from _ba_fixtures import ate, fused, make_problem, perturb_poses
 
-from wmkit.annotate.ba_problem import observation_jacobians, so3_exp
+from wmkit.annotate.ba_problem import (
+    depth_scale_jacobian,
+    depth_scale_prior_matrix,
+    intrinsics_prior_matrix,
+    observation_jacobians,
+    observation_residuals,
+    so3_exp,
+)
 from wmkit.annotate.bundle_adjust import BAConfig, bundle_adjust, reprojection_error, window_spans
 from wmkit.annotate.evaluate import align_trajectories
 from wmkit.annotate.tracks import extract_tracks, match_descriptors, merge_matches
@@ -53,6 +60,37 @@ def test_jacobians_match_finite_differences():
     d_intr[:, 0] = eps
     r2, *_ = observation_jacobians(intr + d_intr, X, R, t, uv, depth, w)
     torch.testing.assert_close((r2 - r) / eps, j_intr[:, :, 0], atol=1e-4, rtol=1e-4)
+
+
+def test_depth_scale_jacobian_and_priors():
+    g = torch.Generator().manual_seed(1)
+    n = 6
+    R = so3_exp(0.2 * torch.randn(n, 3, generator=g, dtype=torch.float64))
+    t = 0.1 * torch.randn(n, 3, generator=g, dtype=torch.float64)
+    X = torch.randn(n, 3, generator=g, dtype=torch.float64) + torch.tensor([0.0, 0.0, 4.0], dtype=torch.float64)
+    intr = torch.tensor([100.0, 100.0, 80.0, 48.0], dtype=torch.float64).repeat(n, 1)
+    uv, w = torch.zeros(n, 2, dtype=torch.float64), torch.full((n,), 30.0, dtype=torch.float64)
+    depth, a, eps = torch.full((n,), 3.7, dtype=torch.float64), 0.02, 1e-6
+    r = observation_residuals(intr, X, R, t, uv, depth * np.exp(a), w)[:, 2]
+    r2 = observation_residuals(intr, X, R, t, uv, depth * np.exp(a + eps), w)[:, 2]
+    torch.testing.assert_close((r2 - r) / eps, depth_scale_jacobian(r, w), atol=1e-4, rtol=1e-5)
+
+    # a constant focal offset from the backend is free in the profile rows, a drift is not; the
+    # principal point has its own weight
+    F = 5
+    A, B = intrinsics_prior_matrix(F, 0.0, 0.0, 0.0, 30.0, 100.0, torch.float64)
+    prior = torch.tensor([100.0, 100.0, 80.0, 48.0], dtype=torch.float64).repeat(F, 1)
+    offset = prior * torch.tensor([1.05, 1.05, 1.0, 1.0], dtype=torch.float64)
+    drift = prior.clone()
+    drift[:, :2] *= 1 + 0.01 * torch.arange(F, dtype=torch.float64)[:, None]
+    assert (A @ offset.reshape(-1) - B @ prior.reshape(-1)).abs().max() < 1e-12
+    assert (A @ drift.reshape(-1) - B @ prior.reshape(-1)).abs().max() > 0.1
+    A, B = intrinsics_prior_matrix(F, 0.0, 2.0, 50.0, 0.0, 100.0, torch.float64)
+    shifted = prior + torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    rows = A @ shifted.reshape(-1) - B @ prior.reshape(-1)  # 4 (F - 2) smoothness rows, then 4 F pull-to-prior rows
+    torch.testing.assert_close(rows[4 * (F - 2) : 4 * (F - 1)], torch.tensor([0.02, 0.02, 0.5, 0.5], dtype=torch.float64))
+    C = depth_scale_prior_matrix(4, 100.0, 20.0, torch.float64)
+    torch.testing.assert_close(C @ torch.full((4,), 0.1, dtype=torch.float64), torch.tensor([0, 0, 0, 2.0, 2.0, 2.0, 2.0], dtype=torch.float64))
 
 
 def test_noise_free_problem_stays_at_zero():
@@ -143,7 +181,17 @@ def test_matches_pycolmap_bundle_adjustment():
     problem = make_problem(num_frames=12, points_per_frame=10, pixel_noise=0.5, seed=11)
     init = perturb_poses(problem.c2w, rot_deg=0.5, trans_m=0.03, seed=12)
     K0 = _noisy_focal(problem.K, bias=0.03, noise=0.0, seed=0)
-    config = BAConfig(per_frame_intrinsics=False, k_prior_weight=0.0, depth_prior_weight=1.0, iterations=50, device=CPU)
+    # colmap's problem: free principal point, squared loss, every observation kept
+    config = BAConfig(
+        per_frame_intrinsics=False,
+        k_prior_weight=0.0,
+        principal_point_weight=0.0,
+        depth_prior_weight=1.0,
+        robust_px=1e3,
+        outlier_rounds=0,
+        iterations=50,
+        device=CPU,
+    )
     ours = bundle_adjust(problem.tracks, fused(problem, init, K0), config)
 
     # pycolmap starts from our initial points (a zero-iteration run back-projects them)
@@ -214,3 +262,46 @@ def test_matching_is_mutual_with_ratio_and_merge_drops_conflicts():
     np.testing.assert_array_equal(tracks.uv, [[0, 0], [1, 1], [2, 2]])
     with pytest.raises(AnnotateError, match="uint8"):
         extract_tracks(np.zeros((2, 8, 8), dtype=np.uint8))
+
+
+def _with_mismatches(tracks, share: float, seed: int):
+    """``tracks`` with ``share`` of the observations moved 8-25 px in a random direction (mismatched features)."""
+    rng = np.random.default_rng(seed)
+    bad = rng.random(len(tracks)) < share
+    angle = rng.uniform(0, 2 * np.pi, bad.sum())
+    uv = tracks.uv.copy()
+    uv[bad] += rng.uniform(8, 25, bad.sum())[:, None] * np.stack([np.cos(angle), np.sin(angle)], 1)
+    return type(tracks)(tracks.frame, tracks.point, uv, tracks.num_points, tracks.num_frames), bad
+
+
+def test_mismatched_tracks_do_not_pull_per_frame_intrinsics_off_the_truth():
+    # Started at the truth, 3 % of observations 8-25 px off must change nothing: under Huber with a
+    # principal-point prior as weak as the focal one, cx drifted by px and the trajectory by 3 cm.
+    problem = make_problem(num_frames=24, points_per_frame=12, zoom=0.4, pixel_noise=0.3, seed=21)
+    tracks, bad = _with_mismatches(problem.tracks, 0.03, seed=22)
+    clean = bundle_adjust(problem.tracks, fused(problem), BAConfig(device=CPU))
+    result = bundle_adjust(tracks, fused(problem), BAConfig(device=CPU))
+    assert ate(result.c2w, clean.c2w) < 0.002
+    assert ate(result.c2w, problem.c2w) < 0.015  # 0.3 px noise, 160 x 96 px, points 3-8 m away
+    assert np.abs(result.K[:, 0, 0] / problem.K[:, 0, 0] - 1).max() < 0.005
+    assert np.abs(result.K[:, :2, 2] - problem.K[:, :2, 2]).max() < 0.5
+    assert 0.9 * bad.sum() <= result.stats["rejected_observations"] <= 1.1 * bad.sum()
+    assert result.reproj_error_px < 0.45  # over the kept observations: 0.3 px noise -> mean norm 0.38 px
+
+
+def test_per_frame_depth_scale_error_does_not_bend_the_trajectory():
+    # The fused depth of frame t is off by a factor that drifts from -4 % to +4 % along the clip
+    # (a geometry backend's scale drift that the fusion EMA keeps). Held to that depth exactly,
+    # BA moved every camera along its axis to meet it; with a per-frame depth scale it recovers
+    # the drift and keeps the trajectory.
+    problem = make_problem(num_frames=24, points_per_frame=12, pixel_noise=0.3, seed=23)
+    drift = np.exp(np.linspace(-0.04, 0.04, 24))
+    init = perturb_poses(problem.c2w, rot_deg=0.3, trans_m=0.02, seed=24)
+    geometry = fused(problem, init)
+    geometry = type(geometry)(geometry.c2w, geometry.depth * drift[:, None, None].astype(np.float32), geometry.K, geometry.conf, geometry.scale, 1.0)
+    result = bundle_adjust(problem.tracks, geometry, BAConfig(device=CPU))
+    assert ate(result.c2w, problem.c2w) < 0.02
+    np.testing.assert_allclose(result.depth_scale * drift, 1.0, atol=0.01)
+    gt_steps = np.linalg.norm(np.diff(problem.c2w[:, :3, 3], axis=0), axis=1)
+    steps = np.linalg.norm(np.diff(result.c2w[:, :3, 3], axis=0), axis=1)
+    assert np.abs(steps / gt_steps - 1).max() < 0.05
