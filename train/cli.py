@@ -12,6 +12,8 @@ import sys
 EPILOG = """examples:
   wmkit train run --preset tiny_cpu --shards shards/ --out runs/tiny steps=200 lr=1e-3
   torchrun --nproc-per-node 8 -m wmkit.cli train run --preset 2.6b_720p_61s_h100 --shards latents/ --out runs/a
+  # 2 data-parallel x 2 context-parallel ranks (each clip's latent frames split over 2 GPUs)
+  torchrun --nproc-per-node 4 -m wmkit.cli train run --preset 2.6b_720p_61s_h100 --shards latents/ --out runs/b cp=2
   wmkit train plot runs/tiny
   wmkit train encode-latents --shards shards/ --out latents/ --vae /weights/ltx-vae
 """
