@@ -72,3 +72,6 @@ def test_overrides_are_typed_and_checked():
         TrainConfig(model="huge")
     assert run_preset("2.6b_720p_61s_h100").lr == 1e-5 and run_preset("2.6b_720p_61s_h100").grad_clip == 0.5
     assert cfg.hash() == apply_overrides(cfg, ["out=elsewhere"]).hash() != apply_overrides(cfg, ["lr=0.02"]).hash()
+    assert apply_overrides(cfg, ["cp=2"]) == apply_overrides(cfg, ["context_parallel=2"]) != cfg  # cp: the short name
+    with pytest.raises(ValueError, match="must be positive: context_parallel=0"):
+        apply_overrides(cfg, ["cp=0"])
