@@ -143,7 +143,9 @@ def annotate_clip(row: Mapping[str, Any], geometry: Backend, metric: Backend, co
     with clip_stage(clip_id, "encode"):
         mp4 = encode_mp4(frames, fps, crf=config.crf, preset=config.x264_preset, name=f"clip {clip_id}")
     with clip_stage(clip_id, "sample"):
-        depth, valid = depth_member(fused.depth, fused.conf, config.fusion.min_conf)
+        # BA's per-frame depth scale puts each frame's depth in the scale of the refined cameras
+        scaled = fused.depth * result.depth_scale[:, None, None].astype(np.float32)
+        depth, valid = depth_member(scaled, fused.conf, config.fusion.min_conf)
         meta = _meta(row, config, geometry, metric, fps, (W, H), T)
         meta["quality"] = {**_json_ready(metrics), "passed": not reasons, "reasons": reasons}
         meta["provenance"]["ba_stats"] = _json_ready(result.stats)

@@ -14,7 +14,7 @@ import pytest
 from _annotate_fixtures import PLUGIN, ray_session, write_bad_clips  # noqa: F401  (fixture)
 
 from wmkit.annotate.config import PRESETS, AnnotateConfig, apply_overrides, preset
-from wmkit.annotate.evaluate import evaluate_cameras
+from wmkit.annotate.evaluate import depth_abs_rel, evaluate_cameras
 from wmkit.annotate.pipeline import annotate_manifest
 from wmkit.datasets.cameras import Cameras
 from wmkit.datasets.ingest import read_status
@@ -104,6 +104,9 @@ def test_local_run_writes_metric_cameras_depth_and_quality_close_to_ground_truth
         truth = Cameras.load(str(root / "gt" / clip_id / "cameras.npz"))
         err = evaluate_cameras(cams, truth)
         assert err["ate_sim3_m"] < 0.1 and err["focal_err_rel_mean"] < 0.15, (clip_id, err)  # accuracy: bench/annotate.py
+        with np.load(root / "gt" / clip_id / "depth.npz") as gt:
+            both = sample.depth_valid & gt["valid"]
+            assert depth_abs_rel(sample.depth.astype(np.float32), gt["depth"], both) < 0.05  # 2 % pixel noise
 
 
 @pytest.mark.parametrize(
