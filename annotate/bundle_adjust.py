@@ -9,16 +9,18 @@ track's first observation in the window. Cost (residuals in :mod:`ba_problem`)::
 
     sum_obs cauchy(|r_px|) + sum_obs huber(|r_d|) + |A f - B f_prior|^2 + |C a|^2
 
-Gauge: the first frame's pose is held fixed and the depth prior fixes the
-scale (with ``depth_prior_weight = 0`` the scale is left to LM's damping).
+Gauge: the first frame's pose is held fixed; the depth prior, through the
+per-frame depth scales held near 1 on average, fixes the metric scale (with
+``depth_prior_weight = 0`` the scale is left to LM's damping).
 
-Outliers: reprojection residuals go through a Cauchy loss (Huber only bounds a
-mismatched track's pull: a 10 px mismatch still pulls like a 2 px residual,
+Outliers: reprojection residuals go through a Cauchy loss (Huber only bounds
+a mismatched track's pull: a 10 px mismatch still pulls like a 2 px residual,
 and with per-frame intrinsics 1-2 % of them bent focal length, principal
-point and trajectory), depth residuals through Huber. After a window converges, observations whose reprojection residual exceeds
-``outlier_px`` are dropped (with the points left seen fewer than twice) and the
-window is solved again, ``outlier_rounds`` times at most; dropped observations
-stay out of later windows and out of ``reproj_error_px``.
+point and trajectory), depth residuals through Huber. After a window
+converges, observations whose reprojection residual exceeds ``outlier_px``
+are dropped (with the points left seen fewer than twice) and the window is
+solved again, ``outlier_rounds`` times at most; dropped observations stay
+out of later windows and out of ``reproj_error_px``.
 
 Each LM step builds the normal equations blockwise -- U (cameras, dense),
 V (points, 3x3 blocks), W (camera x point) -- eliminates the points with the
@@ -499,7 +501,9 @@ def bundle_adjust(
             X=tt(X0),
             prior_A=A.to(device),
             prior_B=B.to(device),
-            scale_C=depth_scale_prior_matrix(F, config.depth_scale_smooth_weight, config.depth_scale_weight, dtype).to(device),
+            scale_C=depth_scale_prior_matrix(
+                F, config.depth_scale_smooth_weight, config.depth_scale_weight, dtype
+            ).to(device),
         )
         win, kept_obs, kept_pts, stats = _solve_window(win, config)
         stats.update(span=(start, end), num_points=int(kept_pts.sum()), num_observations=int(kept_obs.sum()))
