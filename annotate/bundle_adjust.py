@@ -7,7 +7,10 @@ scale ``a`` of the frame's fused depth (see :mod:`ba_problem` for why); per
 track a 3D point, initialised by back-projecting the fused metric depth at the
 track's first observation in the window. Cost (residuals in :mod:`ba_problem`)::
 
-    sum_obs cauchy(|r_px|) + sum_obs huber(|r_d|) + |A f - B f_prior|^2 + |C a|^2
+    sum_obs cauchy(|r_px|) + sum_obs huber(|r_d|) + |A f - B f_prior|^2 + |C a|^2 + |r_pose|^2
+
+``r_pose`` holds each free frame near its initial (fused) pose: the rotation
+offset ``log(R R0^T)`` and the camera-centre offset, each with its weight.
 
 Gauge: the first frame's pose is held fixed; the depth prior, through the
 per-frame depth scales held near 1 on average, fixes the metric scale (with
@@ -97,6 +100,12 @@ class BAConfig:
     # from frame to frame it changes by ~1 % at most
     depth_scale_weight: float = 10.0
     depth_scale_smooth_weight: float = 100.0
+    # the backend's own cameras are measurements too: each free frame is held near its initial pose
+    # with sigma 0.6 degrees (per radian) and 1 % of the window's median depth (per relative centre
+    # error). Frames with a few dozen track observations have 11 barely fixed unknowns without it,
+    # and BA drifted them to 2-3x the backend's error on zoom clips whose texture thins out
+    pose_prior_rot: float = 100.0
+    pose_prior_centre: float = 100.0
     # scale of the Cauchy loss on reprojection residuals: beyond it an observation's pull falls off
     # (mismatched tracks); SIFT inliers on synthetic clips sit well below (median 0.15 px)
     robust_px: float = 2.0
@@ -125,6 +134,8 @@ class BAConfig:
             "depth_prior_weight",
             "depth_scale_weight",
             "depth_scale_smooth_weight",
+            "pose_prior_rot",
+            "pose_prior_centre",
             "robust_px",
             "huber_depth",
         ):
@@ -183,6 +194,26 @@ class _Window:
     prior_A: torch.Tensor  # (R, 4F)
     prior_B: torch.Tensor  # (R, 4F)
     scale_C: torch.Tensor  # (R', F) log depth scale prior
+    R0: torch.Tensor  # (F, 3, 3) initial w2c rotations (pose prior)
+    c0: torch.Tensor  # (F, 3) initial camera centres (pose prior)
+    pose_w: torch.Tensor  # (2,) weights of the rotation (per radian) and centre (per metre) prior
+
+
+def _so3_log(R: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (..., 3) of rotations (..., 3, 3) away from pi."""
+    cos = ((R.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
+    angle = torch.arccos(cos)
+    v = torch.stack([R[..., 2, 1] - R[..., 1, 2], R[..., 0, 2] - R[..., 2, 0], R[..., 1, 0] - R[..., 0, 1]], -1)
+    factor = torch.where(angle < 1e-6, 0.5 + angle**2 / 12, angle / (2 * torch.sin(angle).clamp_min(1e-12)))
+    return v * factor[..., None]
+
+
+def _pose_prior(w: _Window, R: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(F, 6) residuals holding each free frame near its initial pose (zero rows for held frames)."""
+    free = (w.pose_col >= 0).to(R.dtype)[:, None]
+    r_rot = w.pose_w[0] * _so3_log(R @ w.R0.mT)
+    r_c = w.pose_w[1] * (-(R.mT @ t[..., None])[..., 0] - w.c0)
+    return torch.cat([r_rot, r_c], 1) * free
 
 
 def _residuals(w: _Window, R, t, intr, log_scale, X) -> torch.Tensor:
@@ -196,7 +227,8 @@ def _cost(w: _Window, R, t, intr, log_scale, X, config: BAConfig) -> float:
     prior = w.prior_A @ intr.reshape(-1) - w.prior_B @ w.prior.reshape(-1)
     reproj = cauchy_cost(r[:, :2].norm(dim=1), config.robust_px).sum()
     depth = huber_cost(r[:, 2].abs(), w.depth_weight * config.huber_depth).sum()
-    return float(reproj + depth + (prior**2).sum() + ((w.scale_C @ log_scale) ** 2).sum())
+    pose = (_pose_prior(w, R, t) ** 2).sum()
+    return float(reproj + depth + (prior**2).sum() + ((w.scale_C @ log_scale) ** 2).sum() + pose)
 
 
 def _normal_equations(w: _Window, config: BAConfig):
@@ -247,6 +279,14 @@ def _normal_equations(w: _Window, config: BAConfig):
     j_prior = w.scale_C @ select
     U = U + j_prior.T @ j_prior
     g_c = g_c - j_prior.T @ (w.scale_C @ w.log_scale)
+    # pose prior: d r_rot / d dw ~ w_R I, d r_c / d dt = -w_c R^T (d r_c / d dw = 0 at dt = 0)
+    r_pose = _pose_prior(w, w.R, w.t)
+    free = torch.nonzero(w.pose_col >= 0)[:, 0]
+    cols = w.pose_col[free, None] + torch.arange(6, device=f.device)
+    diag = torch.cat([w.pose_w[0].expand(3), w.pose_w[1].expand(3)]) ** 2
+    U[cols, cols] += diag
+    g_c[cols[:, :3]] -= w.pose_w[0] * r_pose[free, :3]
+    g_c[cols[:, 3:]] += w.pose_w[1] * (w.R[free] @ r_pose[free, 3:, None])[..., 0]
     return U, g_c, V, g_p, W
 
 
@@ -501,6 +541,9 @@ def bundle_adjust(
             X=tt(X0),
             prior_A=A.to(device),
             prior_B=B.to(device),
+            R0=tt(w2c[:, :3, :3]),
+            c0=tt(c2w[start:end, :3, 3]),
+            pose_w=tt(np.array([config.pose_prior_rot, config.pose_prior_centre / np.median(obs_depth[first])])),
             scale_C=depth_scale_prior_matrix(
                 F, config.depth_scale_smooth_weight, config.depth_scale_weight, dtype
             ).to(device),

@@ -181,11 +181,13 @@ def test_matches_pycolmap_bundle_adjustment():
     problem = make_problem(num_frames=12, points_per_frame=10, pixel_noise=0.5, seed=11)
     init = perturb_poses(problem.c2w, rot_deg=0.5, trans_m=0.03, seed=12)
     K0 = _noisy_focal(problem.K, bias=0.03, noise=0.0, seed=0)
-    # colmap's problem: free principal point, squared loss, every observation kept
+    # colmap's problem: free principal point, no pose prior, squared loss, every observation kept
     config = BAConfig(
         per_frame_intrinsics=False,
         k_prior_weight=0.0,
         principal_point_weight=0.0,
+        pose_prior_rot=0.0,
+        pose_prior_centre=0.0,
         depth_prior_weight=1.0,
         robust_px=1e3,
         outlier_rounds=0,
@@ -305,3 +307,18 @@ def test_per_frame_depth_scale_error_does_not_bend_the_trajectory():
     gt_steps = np.linalg.norm(np.diff(problem.c2w[:, :3, 3], axis=0), axis=1)
     steps = np.linalg.norm(np.diff(result.c2w[:, :3, 3], axis=0), axis=1)
     assert np.abs(steps / gt_steps - 1).max() < 0.05
+
+
+def test_frames_with_few_tracks_keep_the_backend_pose():
+    # The last third of the clip keeps 1 observation in 16 (6-18 a frame: texture thinning out under
+    # a zoom). Without the prior to the backend's poses those frames ended near the backend's error
+    # (0.040 m vs 0.042 m here, 2-3x worse on benchmark clips); with it they gain like the rest.
+    problem = make_problem(num_frames=24, points_per_frame=12, zoom=0.4, pixel_noise=0.6, seed=25)
+    tr = problem.tracks
+    keep = (tr.frame < 16) | (np.arange(len(tr)) % 16 == 0)
+    sparse = type(tr)(tr.frame[keep], tr.point[keep], tr.uv[keep], tr.num_points, tr.num_frames)
+    init = perturb_poses(problem.c2w, rot_deg=0.3, trans_m=0.02, seed=26)
+    result = bundle_adjust(sparse, fused(problem, init), BAConfig(device=CPU))
+    late = slice(16, 24)
+    assert ate(result.c2w[late], problem.c2w[late]) < ate(init[late], problem.c2w[late]) / 1.5
+    assert ate(result.c2w[:16], problem.c2w[:16]) < ate(init[:16], problem.c2w[:16]) / 2
