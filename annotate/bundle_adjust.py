@@ -145,8 +145,9 @@ class BAConfig:
             raise ValueError(
                 f"BAConfig.iterations and outlier_rounds must be >= 0, got {self.iterations}, {self.outlier_rounds}"
             )
-        if not self.outlier_px > 0:
-            raise ValueError(f"BAConfig.outlier_px must be > 0, got {self.outlier_px}")
+        for name in ("robust_px", "outlier_px"):  # the Cauchy loss divides by robust_px
+            if not getattr(self, name) > 0:
+                raise ValueError(f"BAConfig.{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)

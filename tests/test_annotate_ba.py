@@ -232,6 +232,8 @@ def test_bad_input_names_the_clip():
         bundle_adjust(problem.tracks, blind, BAConfig(device=CPU), clip_id="c3")
     with pytest.raises(ValueError, match="overlap"):
         BAConfig(window=8, overlap=8)
+    with pytest.raises(ValueError, match="robust_px"):
+        BAConfig(robust_px=0.0)
 
 
 def test_sift_tracks_follow_a_moving_texture():
