@@ -181,14 +181,14 @@ def test_matches_pycolmap_bundle_adjustment():
     problem = make_problem(num_frames=12, points_per_frame=10, pixel_noise=0.5, seed=11)
     init = perturb_poses(problem.c2w, rot_deg=0.5, trans_m=0.03, seed=12)
     K0 = _noisy_focal(problem.K, bias=0.03, noise=0.0, seed=0)
-    # colmap's problem: free principal point, no pose prior, squared loss, every observation kept
+    # colmap's problem: free principal point, no pose or depth prior, squared loss, every observation kept
     config = BAConfig(
         per_frame_intrinsics=False,
         k_prior_weight=0.0,
         principal_point_weight=0.0,
         pose_prior_rot=0.0,
         pose_prior_centre=0.0,
-        depth_prior_weight=1.0,
+        depth_prior_weight=0.0,
         robust_px=1e3,
         outlier_rounds=0,
         iterations=50,
