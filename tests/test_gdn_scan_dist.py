@@ -4,13 +4,11 @@ the reverse-state exchange to the op's output."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from _dist_fixtures import spawn_collect
 from _gdn_fixtures import NAMES, gdn_inputs
 from wmkit.kernels import chunk_sizes_for, frame_gdn, frame_gdn_context_parallel
 
@@ -18,13 +16,7 @@ B, T, S, H, D, DV = 1, 11, 5, 2, 8, 6
 SPLIT = 7  # chunks [4, 3 | 4]: the slices start on chunk boundaries
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, port: int, mode: str, results: dict) -> None:
+def _worker(rank: int, port: int, results: dict, mode: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     try:
         xs = gdn_inputs(B, T, S, H, D, DV, seed=11)
@@ -49,10 +41,7 @@ def _worker(rank: int, port: int, mode: str, results: dict) -> None:
 
 @pytest.mark.parametrize("mode", ["causal", "chunk_causal", "bidirectional"])
 def test_two_rank_split_matches_unsplit(mode):
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), mode, results), nprocs=2, join=True)
-        results = dict(results)
+    results = spawn_collect(_worker, 2, mode)
     assert set(results) == {0, 1}
     for rank, errs in results.items():
         for name, err in errs.items():

@@ -9,23 +9,15 @@ computes β and γ in fp32 on purpose, so their parameters' gradients agree to ~
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from _dist_fixtures import spawn_collect
 from _model_fixtures import clip_inputs, tiny_model
 from wmkit.train.parallel import cp_context
 
 FRAMES = 9
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _errors(rank: int, mode: str) -> dict[str, float]:
@@ -64,10 +56,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
 
 
 def test_split_frames_match_the_unsplit_model():
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
-        results = dict(results)
+    results = spawn_collect(_worker, 2)
     assert set(results) == {0, 1}
     for rank, errs in results.items():
         assert len(errs) > 100  # output and every parameter of the tiny model, both modes

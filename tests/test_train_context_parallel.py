@@ -4,13 +4,11 @@ softmax attention's outputs and input gradients."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
+from _dist_fixtures import spawn_collect
 from _gdn_fixtures import NAMES, gdn_inputs
 from wmkit.kernels import chunk_sizes_for, frame_gdn_ref
 from wmkit.kernels.scan import frame_gdn_context_parallel, slice_chunks
@@ -19,12 +17,6 @@ from wmkit.train.parallel import GroupExchange, context_parallel_attention, cont
 
 B, T, S, H, D = 1, 11, 6, 2, 8
 SPLIT = 7  # chunks [4, 3 | 4]: slices on chunk boundaries (frame_slice's [0, 6) | [6, 11) cuts one)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _untouched_by_autocast(*args, **kwargs):
@@ -95,10 +87,7 @@ def _worker(rank: int, port: int, results: dict) -> None:
 
 
 def test_split_frames_match_the_unsplit_ops():
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_worker, args=(_free_port(), results), nprocs=2, join=True)
-        results = dict(results)
+    results = spawn_collect(_worker, 2)
     assert set(results) == {0, 1}
     for rank, errs in results.items():
         for name, err in errs.items():
@@ -139,10 +128,7 @@ def _halo_worker(rank: int, port: int, results: dict) -> None:
 def test_halos_reach_past_a_short_slice():
     """GroupExchange.halo on 3 ranks holding 4 | 1 | 3 frames: 3 frames before, 2 after each
     slice (zeros beyond the clip), and every rank's gradient share of all ranks' halos."""
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_halo_worker, args=(_free_port(), results), nprocs=3, join=True)
-        results = dict(results)
+    results = spawn_collect(_halo_worker, 3)
     assert set(results) == {0, 1, 2}
     for rank, errs in results.items():
         for name, err in errs.items():

@@ -8,25 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from _dist_fixtures import free_port
 from _train_fixtures import clip_sample, write_shards
 from wmkit.train.config import config_from_dict, run_preset
 from wmkit.train.trainer import train
 
 STEPS = 4
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, port: int, cfg_dict: dict, world: int = 2) -> None:
@@ -55,7 +49,7 @@ def test_cp2_run_trains_the_single_process_curve(tmp_path, mode):
     split = base.__class__(**{**base.to_dict(), "out": str(tmp_path / "cp2"), "context_parallel": 2})
     torch.set_num_threads(1)
     train(single)
-    mp.spawn(_worker, args=(_free_port(), split.to_dict()), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), split.to_dict()), nprocs=2, join=True)
     want, got = _curve(tmp_path / "single"), _curve(tmp_path / "cp2")
     assert len({loss for loss, _ in want}) == STEPS  # real, changing losses
     _assert_same_curve(want, got)
@@ -75,7 +69,7 @@ def test_dp2_cp2_mesh_trains_the_dp2_curve(tmp_path):
                       activation_checkpointing=True)
     for name, world, cp in (("dp2", 2, 1), ("dp2cp2", 4, 2)):
         cfg = base.__class__(**{**base.to_dict(), "out": str(tmp_path / name), "context_parallel": cp})
-        mp.spawn(_worker, args=(_free_port(), cfg.to_dict(), world), nprocs=world, join=True)
+        mp.spawn(_worker, args=(free_port(), cfg.to_dict(), world), nprocs=world, join=True)
     want, got = _curve(tmp_path / "dp2", 3), _curve(tmp_path / "dp2cp2", 3)
     assert len({loss for loss, _ in want}) == 3
     _assert_same_curve(want, got)

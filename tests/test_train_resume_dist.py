@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from _dist_fixtures import free_port
 from _train_fixtures import clip_sample, write_shards
 from wmkit.train.config import run_preset
 
@@ -24,12 +24,6 @@ RUN = {"steps": STEPS, "ckpt_every": CKPT_EVERY, "progress": False, "activation_
        "shuffle_buffer": 4}  # tiny_cpu fields of every run here (straight, killed, failed, resumed)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_after(step: int, loss: float) -> None:
@@ -51,7 +45,7 @@ def _worker(rank: int, port: int, cfg_dict: dict, die: bool) -> None:
 
 
 def _launch(cfg, die: bool = False) -> None:
-    mp.spawn(_worker, args=(_free_port(), cfg.to_dict(), die), nprocs=2, join=True)
+    mp.spawn(_worker, args=(free_port(), cfg.to_dict(), die), nprocs=2, join=True)
 
 
 def _curve(run: Path) -> dict[int, tuple[float, float]]:
