@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "annotate.py"
+from _bench_fixtures import run_smoke
+
 SUMMARY_KEYS = (
     "focal_err_ratio_single_k_over_per_frame_k",
     "metric_scale_err",
@@ -18,12 +16,7 @@ SUMMARY_KEYS = (
 
 def test_smoke_run_writes_summary_table_and_memory_cases(tmp_path):
     out_json, out_md = tmp_path / "annotate.json", tmp_path / "annotate.md"
-    subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--json", str(out_json), "--md", str(out_md)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    run_smoke("annotate.py", "--json", str(out_json), "--md", str(out_md))
     result = json.loads(out_json.read_text())
     summary = result["summary"]
     assert all(key in summary for key in SUMMARY_KEYS)

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_fixtures import run_smoke
 
 
 def test_smoke_run_writes_the_summary_and_table(tmp_path):
     out = tmp_path / "geometry.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "geometry.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_smoke("geometry.py", "--out", str(out), single_thread=True)
     result = json.loads(out.read_text())
     summary = result["summary"]
     assert result["smoke"] is True and summary["device"].endswith("CPU")

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "render.py"
+from _bench_fixtures import run_smoke
 
 
 def test_smoke_run_writes_summary_and_table(tmp_path):
     out_json, out_md = tmp_path / "render.json", tmp_path / "render.md"
-    subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--json", str(out_json), "--md", str(out_md)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    run_smoke("render.py", "--json", str(out_json), "--md", str(out_md))
     result = json.loads(out_json.read_text())
     summary = result["summary"]
     assert {"render_961_720p_s", "refiner_fps", "cpu_ref_parity_psnr_db", "device"} <= set(summary)

@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from _bench_fixtures import BENCH_DIR, run_smoke
 
 
 def test_smoke_run_writes_the_summary(tmp_path):
     out = tmp_path / "train.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "train.py"), "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_smoke("train.py", "--out", str(out), single_thread=True)
     results = json.loads(out.read_text())
     summary = results["summary"]
     assert set(summary) == {"mfu_2p6b", "peak_mem_gb_2p6b", "loader_stall_fraction", "device"}
@@ -31,11 +25,11 @@ def test_smoke_run_writes_the_summary(tmp_path):
 
 
 def test_flop_formula_by_hand():
-    sys.path.insert(0, str(ROOT / "bench"))
+    sys.path.insert(0, str(BENCH_DIR))
     try:
         from train import model_flops
     finally:
-        sys.path.remove(str(ROOT / "bench"))
+        sys.path.remove(str(BENCH_DIR))
     from wmkit.model import preset
 
     # tiny: 4 blocks (1 softmax), C = 64, H = 4, D = 16; 2 latent frames × 3 tokens, 1000 parameters
