@@ -53,9 +53,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from wmkit.datasets.cameras import invert_rigid
+from wmkit.datasets.cameras import invert_rigid, scale_intrinsics
 from wmkit.datasets.video import encode_mp4
-from wmkit.render.frames import Rasterizer, SceneTensors, pick_rasterizer, render_frames, scale_intrinsics
+from wmkit.render.frames import Rasterizer, SceneTensors, pick_rasterizer, render_frames
 from wmkit.render.path_planner import PathConfig, plan_path, view_coverage
 from wmkit.render.pipeline import RenderConfig, planner_rasterize
 from wmkit.render.scenes import Scene

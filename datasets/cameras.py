@@ -57,6 +57,7 @@ __all__ = [
     "opencv_to_opengl",
     "intrinsics_from_normalized",
     "intrinsics_to_normalized",
+    "scale_intrinsics",
     "interpolate_cameras",
     "from_spatialvid",
     "to_spatialvid",
@@ -346,6 +347,15 @@ def intrinsics_to_normalized(K: np.ndarray, width: int, height: int) -> np.ndarr
     K = _check_last_dims(K, (3, 3), "K")
     _check_size(width, height)
     return np.stack([K[..., 0, 0] / width, K[..., 1, 1] / height, K[..., 0, 2] / width, K[..., 1, 2] / height], -1)
+
+
+def scale_intrinsics(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
+    """K (..., 3, 3) in pixels of a ``from_size`` (W, H) image, for the same view at ``to_size`` (W, H).
+
+    Pixel-corner convention (pixel i covers [i, i+1)): rows 0 and 1 scale by the width and height ratios.
+    """
+    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
+    return np.asarray(K, dtype=np.float64) * np.array([[sx], [sy], [1.0]])
 
 
 def _check_size(width: int, height: int) -> None:

@@ -43,7 +43,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from wmkit import __version__
-from wmkit.datasets.cameras import Cameras
+from wmkit.datasets.cameras import Cameras, scale_intrinsics
 from wmkit.datasets.item_runner import ClipError, clip_stage
 from wmkit.datasets.sample import Sample, SampleError
 from wmkit.datasets.shard_writer import ShardWriter
@@ -76,14 +76,6 @@ class IngestConfig:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
 
 
-def _scale_intrinsics(cameras: Cameras, sx: float, sy: float) -> Cameras:
-    """Cameras with K rescaled to frames resized by (sx, sy) (pixel-corner convention)."""
-    K = cameras.K.copy()
-    K[:, 0, :] *= sx
-    K[:, 1, :] *= sy
-    return Cameras(cameras.c2w, K, cameras.t, cameras.frame_index, cameras.metric, cameras.scale_confidence)
-
-
 def build_sample(row: Mapping[str, Any], config: IngestConfig = IngestConfig()) -> Sample:
     """Turn one manifest row into a validated :class:`Sample`, or raise :class:`ClipError`.
 
@@ -107,7 +99,8 @@ def build_sample(row: Mapping[str, Any], config: IngestConfig = IngestConfig()) 
         with clip_stage(clip_id, "cameras"):
             if not (row["width"] > 0 and row["height"] > 0):
                 raise ValueError("manifest width/height unknown, cannot rescale K to the stored size")
-            cameras = _scale_intrinsics(cameras, width / row["width"], height / row["height"])
+            K = scale_intrinsics(cameras.K, (row["width"], row["height"]), (width, height))
+            cameras = Cameras(cameras.c2w, K, cameras.t, cameras.frame_index, cameras.metric, cameras.scale_confidence)
     with clip_stage(clip_id, "encode"):
         mp4 = encode_mp4(frames, fps, crf=config.crf, preset=config.preset, name=f"clip {clip_id}")
     with clip_stage(clip_id, "sample"):

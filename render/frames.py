@@ -14,7 +14,7 @@ once, not once per batch: a 1 M-Gaussian scene is ~240 MB of float32, and
 re-uploading it per batch would cost more than gsplat's rasterization.
 
 Sizes: the cameras' K are in pixels of ``camera_size`` (default: the render
-size); rendering at another size scales K (:func:`scale_intrinsics`).
+size); rendering at another size scales K (:func:`~wmkit.datasets.cameras.scale_intrinsics`).
 Depth pooling keeps the shard's ``depth.npz`` small at 720p (961 x 720 x 1280
 float16 would be 1.8 GB): a pooled pixel's expected depth is the block's
 accumulated depth over its accumulated alpha, which is what a render at the
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from wmkit.datasets.cameras import Cameras, invert_rigid
+from wmkit.datasets.cameras import Cameras, invert_rigid, scale_intrinsics
 from wmkit.render.reference_rasterizer import Rasterize, rasterization
 from wmkit.render.splats import Splats
 
@@ -43,7 +43,6 @@ __all__ = [
     "host_rasterize",
     "pick_rasterizer",
     "render_frames",
-    "scale_intrinsics",
 ]
 
 RasterizerChoice = Literal["auto", "gsplat", "reference"]
@@ -96,15 +95,6 @@ def host_rasterize(rasterizer: Rasterizer) -> Rasterize:
         return colors.cpu(), alphas.cpu(), meta
 
     return rasterize
-
-
-def scale_intrinsics(K: np.ndarray, from_size: tuple[int, int], to_size: tuple[int, int]) -> np.ndarray:
-    """K (..., 3, 3) in pixels of a ``from_size`` (W, H) image, for the same view at ``to_size`` (W, H).
-
-    Pixel-corner convention (pixel i covers [i, i+1)): rows 0 and 1 scale by the width and height ratios.
-    """
-    sx, sy = to_size[0] / from_size[0], to_size[1] / from_size[1]
-    return np.asarray(K, dtype=np.float64) * np.array([[sx], [sy], [1.0]])
 
 
 @dataclass(frozen=True)

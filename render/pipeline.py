@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from wmkit import __version__
+from wmkit.datasets.cameras import scale_intrinsics
 from wmkit.datasets.item_runner import (
     ClipError,
     ItemResult,
@@ -69,7 +70,6 @@ from wmkit.render.frames import (
     host_rasterize,
     pick_rasterizer,
     render_frames,
-    scale_intrinsics,
 )
 from wmkit.render.path_planner import PathConfig, PlannedPath, plan_path
 from wmkit.render.reference_rasterizer import Rasterize

@@ -18,7 +18,8 @@ from wmkit.datasets.shard_index import read_index, read_sample, verify_shards
 from wmkit.datasets.status import read_status
 from wmkit.datasets.video_decode import decode_mp4_bytes
 from wmkit.manifests.readers.dl3dv_gs import read_dl3dv_gs
-from wmkit.render.frames import pick_rasterizer, render_frames, scale_intrinsics
+from wmkit.datasets.cameras import scale_intrinsics
+from wmkit.render.frames import pick_rasterizer, render_frames
 from wmkit.render.path_planner import PathConfig, plan_path
 from wmkit.render.pipeline import (
     PathRenderer,
