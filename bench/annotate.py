@@ -11,7 +11,7 @@ of :data:`NOISE`. Per clip, against the ground truth (``annotate.evaluate``):
     b       our BA with one K per video (``per_frame_intrinsics=False``, the VIPE setting)
     c       our BA with per-frame K (the default)
 
-Memory: peak RSS (VmHWM, see :func:`_peak_rss_mb`) of ``bundle_adjust`` on a 600- and
+Memory: peak RSS (VmHWM, see :func:`peak_rss_mb`) of ``bundle_adjust`` on a 600- and
 a 3,600-frame synthetic track problem, each in a fresh subprocess. The problem
 is a camera walking past a wall (:func:`track_problem`) with SIFT-like tracks
 of 4-24 frames; its depth maps are kept small (32 x 20 px, 5 KB a frame) so
@@ -178,7 +178,7 @@ def track_problem(num_frames: int, seed: int = 0, width: int = 32, height: int =
     return tracks, fused, c2w
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """This process's peak resident set (VmHWM) in MiB.
 
     Not ``resource.getrusage(...).ru_maxrss``: a child started by fork + exec
@@ -196,7 +196,7 @@ def _rss_case(num_frames: int) -> dict:
     from wmkit.annotate.bundle_adjust import BAConfig, bundle_adjust
 
     tracks, fused, truth = track_problem(num_frames)
-    before = _peak_rss_mb()
+    before = peak_rss_mb()
     started = time.perf_counter()
     result = bundle_adjust(tracks, fused, dataclasses.replace(BAConfig(), iterations=3, device="cpu"))
     seconds = time.perf_counter() - started
@@ -204,7 +204,7 @@ def _rss_case(num_frames: int) -> dict:
     return {
         "frames": num_frames,
         "observations": int(len(tracks.frame)),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "peak_rss_before_ba_mb": before,
         "ba_s": seconds,
         "ba_frames_per_s": num_frames / seconds,

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -44,6 +45,9 @@ from wmkit.annotate.geometry.moge2_infer import iter_moge2
 from wmkit.annotate.geometry.moge2_model import MoGe2Model
 from wmkit.annotate.geometry.pi3x_inference import WindowConfig, run_windows
 from wmkit.annotate.geometry.pi3x_model import Pi3X, Pi3XConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from annotate import peak_rss_mb  # noqa: E402  (bench/annotate.py: VmHWM, not ru_maxrss)
 
 SIZES = {"518": (294, 518), "720p": (720, 1280)}  # (H, W)
 SMOKE_SIZES = {"518": (42, 74), "720p": (72, 128)}
@@ -66,10 +70,7 @@ def _peak_memory_gb(device: torch.device) -> float:
     """Peak device memory since the last reset (CUDA), else this process's peak RSS, in GB."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    return peak_rss_mb() * 2**20 / 1e9
 
 
 def _stream(net: str, model: torch.nn.Module, frames: Iterator[np.ndarray], smoke: bool) -> Iterator[int]:
@@ -112,10 +113,10 @@ def build(net: str, smoke: bool, device: torch.device, compiled: bool) -> torch.
     return torch.compile(model, dynamic=False) if compiled else model
 
 
-def _case(fn: Callable[[], dict]) -> dict:
-    """Run a case; an error (out of memory, a compile failure) is recorded, not raised."""
+def _case(fn: Callable[..., dict], *args: object) -> dict:
+    """Run ``fn(*args)``; an error (out of memory, a compile failure) is recorded, not raised."""
     try:
-        return fn()
+        return fn(*args)
     except (RuntimeError, ValueError) as err:
         return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
 
@@ -130,10 +131,10 @@ def run(smoke: bool, long_frames: int, fps_frames: int, compile_modes: tuple[boo
         for compiled in compile_modes:
             model = build(net, smoke, device, compiled)
             for size, hw in sizes.items():
-                result = _case(lambda: time_stream(net, model, fps_frames, hw, warmup, smoke))
+                result = _case(time_stream, net, model, fps_frames, hw, warmup, smoke)
                 cases.append({"net": net, "case": "fps", "size": size, "compiled": compiled, **result})
                 print(json.dumps(cases[-1]), flush=True)
-            result = _case(lambda: time_stream(net, model, long_frames, sizes["720p"], warmup, smoke))
+            result = _case(time_stream, net, model, long_frames, sizes["720p"], warmup, smoke)
             cases.append({"net": net, "case": "long", "size": "720p", "compiled": compiled, **result})
             print(json.dumps(cases[-1]), flush=True)
             del model
