@@ -7,8 +7,9 @@
 #   bash bench/gpu_session.sh tests      # GPU-marked tests: Triton GDN at production shapes, gsplat parity
 #   bash bench/gpu_session.sh gdn        # bench/gdn.py        -> bench/results/gdn.json + .md
 #   bash bench/gpu_session.sh geometry   # bench/geometry.py   -> bench/results/geometry.json + .md
-#   bash bench/gpu_session.sh render     # bench/render.py     -> bench/results/render.json + .md
+#   bash bench/gpu_session.sh render     # bench/render.py --refiner random:sd-turbo -> bench/results/render.json + .md
 #   bash bench/gpu_session.sh train      # bench/train.py      -> bench/results/train.json
+#   bash bench/gpu_session.sh tests:240 render:330   # several stages in one call, each under a time limit (s)
 #
 # gsplat is not on those images: on the CPU machine first, fetch its wheel into .whl/
 # (git-ignored) and name .whl in the call's carry list:
@@ -17,7 +18,7 @@
 #
 # Each stage copies what it wrote, and its log, into $OUT (one .tgz) when $OUT is set.
 set -uo pipefail
-stage=${1:?usage: bash bench/gpu_session.sh tests|gdn|geometry|render|train}
+: "${1:?usage: bash bench/gpu_session.sh STAGE[:SECONDS]... (tests|gdn|geometry|render|train)}"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
 
@@ -32,17 +33,26 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, triton, wmkit; print('torch', torch.__version__, 'triton', triton.__version__)"
 
-log=/tmp/gpu_${stage}.log
-case "$stage" in
-    tests)    python3 -m pytest -q -m gpu -rA tests/ 2>&1 | tee "$log" ;;
-    gdn)      python3 bench/gdn.py 2>&1 | tee "$log" ;;
-    geometry) python3 bench/geometry.py 2>&1 | tee "$log" ;;
-    render)   python3 bench/render.py 2>&1 | tee "$log" ;;
-    train)    python3 bench/train.py 2>&1 | tee "$log" ;;
-    *) echo "unknown stage $stage" >&2; exit 2 ;;
-esac
-rc=${PIPESTATUS[0]}
-if [ -n "${OUT:-}" ]; then
-    tar czf "$OUT/$stage.tgz" "$log" bench/results 2>/dev/null
-fi
-exit "$rc"
+status=0
+for arg in "$@"; do
+    stage=${arg%%:*}
+    limit=$([ "$arg" != "$stage" ] && echo "${arg#*:}" || echo 3600)
+    log=/tmp/gpu_${stage}.log
+    echo "== $stage (limit ${limit} s)"
+    case "$stage" in
+        tests)    cmd=(python3 -m pytest -q -m gpu -rA tests/) ;;
+        gdn)      cmd=(python3 bench/gdn.py) ;;
+        geometry) cmd=(python3 bench/geometry.py) ;;
+        render)   cmd=(python3 bench/render.py --refiner random:sd-turbo) ;;
+        train)    cmd=(python3 bench/train.py) ;;
+        *) echo "unknown stage $stage" >&2; exit 2 ;;
+    esac
+    timeout --kill-after 10 "$limit" "${cmd[@]}" 2>&1 | tee "$log"
+    rc=${PIPESTATUS[0]}
+    echo "== $stage rc $rc"
+    [ "$rc" -ne 0 ] && status=$rc
+    if [ -n "${OUT:-}" ]; then
+        tar czf "$OUT/$stage.tgz" "$log" bench/results 2>/dev/null
+    fi
+done
+exit "$status"

@@ -18,8 +18,9 @@ Correctness first, then speed:
                         warm-up first, which also builds gsplat's CUDA extension)
                 encode  encode_mp4 with the pipeline's x264 settings (RenderConfig defaults)
               ``render_961_720p_s`` = plan + render + encode (goal < 15 s on an H100).
-    refiner   with ``--refiner FOLDER``: frames/s of Refiner.refine on the first frames
-              of the path (after a warm-up batch).
+    refiner   with ``--refiner FOLDER`` (or ``random:sd-turbo``: random weights in the
+              SD-Turbo architecture DiFix3D uses): frames/s of Refiner.refine on the first
+              frames of the path (after a warm-up batch).
     cpu ref   frames/s of the reference rasterizer on the ``render_demo`` scene (2,000
               Gaussians, 160 x 96) on this machine's CPU.
     memory    peak GPU memory (torch.cuda.max_memory_allocated) of the case; peak RSS.
@@ -28,6 +29,7 @@ Usage::
 
     python bench/render.py                                   # H100: the full case (needs CUDA + gsplat)
     python bench/render.py --refiner /weights/difix          # plus refiner frames/s
+    python bench/render.py --refiner random:sd-turbo         # the same on random SD-Turbo-sized weights
     python bench/render.py --smoke                           # CPU: reference rasterizer, 4,000 Gaussians, 9 frames
     python bench/render.py --smoke --json bench/results/render_cpu.json --md bench/results/render_cpu.md
 
@@ -46,6 +48,7 @@ import os
 import platform
 import resource
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,9 +190,16 @@ def time_case(case: Case, rasterizer: Rasterizer, config: RenderConfig) -> tuple
 
 
 def refiner_fps(folder: str, frames: np.ndarray, device: str, batch_size: int) -> dict:
-    """Frames/s of the refiner on ``frames`` (uint8 [T, H, W, 3]) after one warm-up batch."""
+    """Frames/s of the refiner on ``frames`` (uint8 [T, H, W, 3]) after one warm-up batch.
+
+    ``folder`` ``random:SIZE`` (``tiny`` or ``sd-turbo``) writes random weights in that
+    architecture to a temporary folder first (speed does not depend on the values)."""
+    from wmkit.render.random_refiner import write_random_refiner
     from wmkit.render.refiner import load_refiner
 
+    random_size = folder.removeprefix("random:") if folder.startswith("random:") else None
+    if random_size:
+        folder = write_random_refiner(Path(tempfile.mkdtemp(prefix="refiner_")) / random_size, random_size)
     refiner = load_refiner(folder, device=device, batch_size=batch_size)
     refiner.refine(frames[:batch_size])
     _sync()
@@ -198,7 +208,8 @@ def refiner_fps(folder: str, frames: np.ndarray, device: str, batch_size: int) -
     _sync()
     seconds = time.perf_counter() - t0
     return {"frames": len(frames), "size": [frames.shape[2], frames.shape[1]], "batch_size": batch_size,
-            "seconds": seconds, "fps": len(frames) / seconds, "refiner": refiner.provenance()}  # fmt: skip
+            "seconds": seconds, "fps": len(frames) / seconds, "random_weights": random_size,
+            "refiner": refiner.provenance()}  # fmt: skip
 
 
 def cpu_reference_fps(frames: int) -> dict:
@@ -301,7 +312,8 @@ def markdown(result: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CPU: reference rasterizer, small scene, 9 frames")
-    parser.add_argument("--refiner", help="DiFix3D-style refiner folder: also measure its frames/s")
+    parser.add_argument("--refiner", help="DiFix3D-style refiner folder, or random:tiny / random:sd-turbo "
+                        "(random weights in that architecture): also measure its frames/s")
     parser.add_argument("--json", default="bench/results/render.json")
     parser.add_argument("--md", default="bench/results/render.md")
     args = parser.parse_args(argv)

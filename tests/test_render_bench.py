@@ -10,11 +10,12 @@ from _bench_fixtures import run_smoke
 
 def test_smoke_run_writes_summary_and_table(tmp_path):
     out_json, out_md = tmp_path / "render.json", tmp_path / "render.md"
-    run_smoke("render.py", "--json", str(out_json), "--md", str(out_md))
+    run_smoke("render.py", "--json", str(out_json), "--md", str(out_md), "--refiner", "random:tiny")
     result = json.loads(out_json.read_text())
     summary = result["summary"]
     assert {"render_961_720p_s", "refiner_fps", "cpu_ref_parity_psnr_db", "device"} <= set(summary)
-    assert summary["refiner_fps"] is None  # no --refiner folder given
+    assert summary["refiner_fps"] > 0 and result["refiner"]["random_weights"] == "tiny"
+    assert result["refiner"]["frames"] == 4 and len(result["refiner"]["refiner"]["version"]) == 16
     assert summary["case"].startswith("smoke: 9 frames 64x48") and summary["parity_against"] == "reference float64"
     for key in ("render_961_720p_s", "cpu_ref_parity_psnr_db", "plan_s", "render_s", "encode_s", "cpu_ref_fps"):
         assert math.isfinite(summary[key]) and summary[key] > 0, key

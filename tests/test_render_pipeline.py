@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from _render_fixtures import write_tiny_pipeline, write_training_images
+from _render_fixtures import write_training_images
+from wmkit.render.random_refiner import write_random_refiner
 from wmkit.datasets.cameras import Cameras
 from wmkit.datasets.shard_index import read_index, read_sample, verify_shards
 from wmkit.datasets.status import read_status
@@ -273,7 +274,7 @@ def test_reference_views_are_each_frames_nearest_training_image(captured):
 def test_tiny_refiner_with_references_publishes_and_bad_images_fail_naming_scene_and_file(captured, tmp_path):
     pytest.importorskip("diffusers")
     root, manifest, _ = captured
-    write_tiny_pipeline(tmp_path / "difix")
+    write_random_refiner(tmp_path / "difix")
     config = dataclasses.replace(CONFIG, paths_per_scene=1, refiner=str(tmp_path / "difix"), refiner_batch_size=2)
     status = render_manifest(manifest, tmp_path / "out", config, runner="local", progress=False)
     status = status.set_index("clip_id")

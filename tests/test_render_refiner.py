@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from _render_fixtures import write_tiny_pipeline
+from wmkit.render.random_refiner import write_random_refiner
 from wmkit.render.flicker import FlickerError, flicker_before_after, warped_frame_error
 from wmkit.render.poses import look_at_c2w, pinhole_K
 from wmkit.render.reference_rasterizer import render_views
@@ -32,7 +32,7 @@ def _one_thread():
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("diffusers")  # the refiner's optional dependency; the flicker tests need none
     root = tmp_path_factory.mktemp("difix") / "sd-turbo-tiny"
-    write_tiny_pipeline(root)
+    write_random_refiner(root)
     return root
 
 
