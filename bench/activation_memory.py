@@ -1,0 +1,256 @@
+"""Activation memory of one 2.6b training step, counted on CPU (no GPU needed).
+
+Usage::
+
+    python bench/activation_memory.py                        # fp32 weights + bf16 autocast (bench/train.py)
+    python bench/activation_memory.py --precision bf16_params # FSDP2 bf16 compute on a 1-process group
+
+Method: a 2-block model at the 2.6b width (block 0 frame-wise GDN, block 1 softmax, both with
+the camera branch and the 6×-wide GLU-MBConv FFN) runs forward and backward with activation
+checkpointing (AC) per block, bidirectional, at T1 and T2 latent frames of 22 × 40 = 880 tokens.
+`LiveBytes`, a TorchDispatchMode, adds up the storages (deduplicated by storage) of every tensor
+an op returns that are still alive after each op: what CUDA's allocator would hold, without its
+caching. Tensors made before the step (weights, inputs) are not counted. The difference between
+T2 and T1 is the memory per latent frame, free of everything that does not grow with the clip
+(weights, gradients, the autocast weight cache). The Triton GDN op runs with its kernels replaced
+by allocations of the shapes they return (`_stand_in_gdn_kernels`), so what it keeps for the
+backward is counted as on a GPU; the torch reference op would keep its per-frame loop instead.
+
+Per block type it reports: `retained` — bytes a block's forward leaves alive until the backward
+(its output, the next block's AC input, plus anything the AC does not discard) and `transient` —
+the peak of the block's backward (recompute + gradients) over the bytes alive when it starts.
+Estimate at 121 frames: 15 GDN and 5 softmax blocks' `retained`, the tensors outside the blocks,
+plus the larger `transient`, plus 16 bytes a parameter (fp32 weights, gradients, AdamW m and v).
+That is an upper bound: it holds every gradient and every block's checkpoint at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import contextlib
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
+from torch.utils._pytree import tree_leaves
+
+from wmkit.bench.train import _clip_cameras
+from wmkit.model import GDNDiT, camera_inputs, preset
+from wmkit.train.flow import FlowConfig, flow_matching_loss
+from wmkit.train.parallel import DistInfo, parallelize
+
+# the module, not the function `wmkit.kernels.frame_gdn` that the package exports under its name
+frame_gdn_module = importlib.import_module("wmkit.kernels.frame_gdn")
+GRID = (22, 40)  # 704×1280 px: 880 tokens a latent frame
+CLIP_FRAMES = 121  # 61 s at 16 fps
+GDN_BLOCKS, SOFTMAX_BLOCKS = 15, 5
+GB = 1e9
+
+
+def _storages(t: torch.Tensor) -> list[torch.UntypedStorage]:
+    """The storages behind t (the local tensors of a wrapper subclass such as DTensor)."""
+    if is_traceable_wrapper_subclass(t):
+        names, _ = t.__tensor_flatten__()
+        return [s for n in names for s in _storages(getattr(t, n))]
+    return [] if t.device.type == "meta" else [t.untyped_storage()]
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of the storages created under this mode that are still alive, with the peak of
+    each phase (`phase`) and the tensors alive at the overall peak."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alive: dict[int, tuple[StorageWeakRef, int, str, str]] = {}  # weakref, bytes, shape, phase made in
+        self.live = self.peak = 0
+        self.peak_tensors: Counter[str] = Counter()
+        self.phases: dict[str, dict[str, int]] = {}
+        self.current = self.peak_phase = ""
+
+    def phase(self, name: str) -> None:
+        """Start phase `name`: its start and peak bytes are recorded under that name."""
+        self.current = name
+        self.phases[name] = {"start": self.live, "peak": self.live}
+
+    def by_phase(self) -> Counter[str]:
+        """Bytes alive now by the phase that made them."""
+        made: Counter[str] = Counter()
+        for _, nbytes, _, phase in self.alive.values():
+            made[phase] += nbytes
+        return made
+
+    def _sweep(self) -> None:
+        self.alive = {k: v for k, v in self.alive.items() if not v[0].expired()}
+        self.live = sum(v[1] for v in self.alive.values())
+        if self.current:
+            self.phases[self.current]["peak"] = max(self.phases[self.current]["peak"], self.live)
+        if self.live > self.peak:
+            self.peak, self.peak_phase = self.live, self.current
+            self.peak_tensors = Counter()
+            for _, nbytes, label, _ in self.alive.values():
+                self.peak_tensors[label] += nbytes
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                for s in _storages(t):
+                    if s.data_ptr() not in self.alive or self.alive[s.data_ptr()][0].expired():
+                        label = f"{list(t.shape)} {t.dtype}"
+                        self.alive[s.data_ptr()] = (StorageWeakRef(s), s.nbytes(), label, self.current)
+        self._sweep()
+        return out
+
+
+@contextlib.contextmanager
+def _stand_in_gdn_kernels() -> Any:
+    """Replace the Triton GDN forward/backward by allocations of the shapes they return
+    (kernels/frame_gdn.py), so `frame_gdn`'s autograd Function runs on CPU with its real
+    saving policy. Values are zeros: only memory is measured."""
+    fwd, bwd = frame_gdn_module.frame_gdn_fwd, frame_gdn_module.frame_gdn_bwd
+
+    def fake_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps):  # noqa: ANN001, ANN202
+        B, T, S, H, D = q.shape
+        Dv, BH = v.shape[-1], B * H
+        f32 = {"dtype": torch.float32}
+        has_rev = mode != "causal"
+        z = lambda *shape: torch.zeros(*shape, **f32)  # noqa: E731
+        saved = frame_gdn_module.ForwardSaved(
+            z(BH, T, D, D), z(BH, T, D, D), z(BH, T, Dv, D), z(BH, T, 1, D),
+            z(BH, T, Dv, D) if has_rev else None, z(BH, T, 1, D) if has_rev else None,
+            torch.zeros(T, dtype=torch.bool) if has_rev else None)
+        o = torch.zeros(B, T, S, H, Dv, dtype=q.dtype)
+        return o, (z(B, H, Dv, D), z(B, H, D)), saved, torch.zeros(3, B, H, T, dtype=torch.int32)
+
+    def fake_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, saved, do, d_final, eps):  # noqa: ANN001, ANN202
+        B, T, S, H, D = q.shape
+        Dv = v.shape[-1]
+        f32 = {"dtype": torch.float32}
+        scratch = [torch.zeros(B * H, T, Dv, D, **f32) for _ in range(4)]  # dH and its scans
+        grads = (torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v), torch.zeros_like(beta),
+                 torch.zeros_like(gamma), torch.zeros_like(q_rot), torch.zeros_like(k_rot),
+                 torch.zeros(B, H, Dv, D, **f32), torch.zeros(B, H, D, **f32))
+        del scratch
+        return grads
+
+    frame_gdn_module.frame_gdn_fwd, frame_gdn_module.frame_gdn_bwd = fake_fwd, fake_bwd
+    try:
+        yield
+    finally:
+        frame_gdn_module.frame_gdn_fwd, frame_gdn_module.frame_gdn_bwd = fwd, bwd
+
+
+def _one_process_group() -> None:
+    """A gloo world of one, so FSDP2 can wrap the model on a single CPU process."""
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+
+
+def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict[str, Any]:
+    """One forward+backward of the 2-block model at `frames` latent frames under `LiveBytes`:
+    per block its retained and transient bytes, the bytes outside the blocks, the overall peak
+    and the tensors alive then (by shape and dtype)."""
+    cfg = preset("2.6b", depth=2, softmax_blocks=(1,))
+    torch.manual_seed(0)
+    model = GDNDiT(cfg)
+    model.set_gdn_backend("triton")
+    bf16_params = precision == "bf16_params"
+    if bf16_params:
+        _one_process_group()
+    info = DistInfo(0, dist.get_world_size() if bf16_params else 1, 0, torch.device("cpu"))
+    parallelize(model, info, activation_checkpointing=True, compile_blocks=False, fsdp=bf16_params,
+                param_dtype=torch.bfloat16 if bf16_params else None)
+    g = torch.Generator().manual_seed(0)
+    image_hw = (32 * GRID[0], 32 * GRID[1])
+    x0 = torch.randn(1, cfg.latent_channels, frames, *GRID, generator=g)
+    cams = camera_inputs(*_clip_cameras(1, frames, image_hw), GRID, image_hw)
+    text = torch.randn(1, 8, cfg.text_dim, generator=g)
+    mask = torch.ones(text.shape[:2], dtype=torch.bool)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not bf16_params)
+    tracker = LiveBytes()
+    for i, block in enumerate(model.blocks):
+        def pre(module: torch.nn.Module, args: Any, kwargs: Any = None, i: int = i) -> None:
+            tracker.phase(f"fwd{i}")
+
+        def post(module: torch.nn.Module, args: Any, out: Any, i: int = i) -> None:
+            tracker.phase(f"after_fwd{i}")
+            out[0].register_hook(lambda grad: tracker.phase(f"bwd{i}"))
+
+        block.register_forward_pre_hook(pre)
+        block.register_forward_hook(post)
+    with _stand_in_gdn_kernels(), tracker:
+        tracker.phase("embed")
+        with autocast:
+            loss = flow_matching_loss(model, x0, cams, text, mask, FlowConfig(shift=9.95), g)
+        tracker.phase("loss")
+        end_forward, made = tracker.live, tracker.by_phase()
+        loss.backward()
+    p = tracker.phases
+    retained = [made[f"fwd{i}"] for i in range(2)]  # a block's output (the next AC input) and what it leaks
+    return {"frames": frames, "tokens": frames * GRID[0] * GRID[1], "end_of_forward": end_forward,
+            "outside_blocks": end_forward - sum(retained), "retained_gdn": retained[0], "retained_softmax": retained[1],
+            "transient_gdn": p["bwd0"]["peak"] - p["bwd0"]["start"],
+            "transient_softmax": p["bwd1"]["peak"] - p["bwd1"]["start"], "peak": tracker.peak, "peak_phase": tracker.peak_phase,
+            "peak_tensors": dict(tracker.peak_tensors.most_common(16))}
+
+
+def parameter_count() -> int:
+    """Parameters of the full 2.6b preset (built on the meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in GDNDiT(preset("2.6b")).parameters())
+
+
+def estimate(small: dict[str, Any], large: dict[str, Any], frames: int = CLIP_FRAMES) -> dict[str, float]:
+    """Per-frame slopes between two counts, and the 121-frame estimate in GB (module docstring)."""
+    per_frame = {k: (large[k] - small[k]) / (large["frames"] - small["frames"]) for k in
+                 ("outside_blocks", "retained_gdn", "retained_softmax", "transient_gdn", "transient_softmax")}
+    acts = frames * (per_frame["outside_blocks"] + GDN_BLOCKS * per_frame["retained_gdn"]
+                     + SOFTMAX_BLOCKS * per_frame["retained_softmax"]
+                     + max(per_frame["transient_gdn"], per_frame["transient_softmax"]))
+    states = 16 * parameter_count()
+    tokens = GRID[0] * GRID[1]
+    return {**{f"{k}_per_token": v / tokens for k, v in per_frame.items()},
+            "activations_gb": acts / GB, "weights_grads_adamw_gb": states / GB, "step_peak_bound_gb": (acts + states) / GB}
+
+
+def _report(precision: str, ffn_frame_chunk: int | None, counts: list[dict[str, Any]], est: dict[str, float]) -> None:
+    print(f"precision={precision} ffn_frame_chunk={ffn_frame_chunk}")
+    for c in counts:
+        print(f"  T={c['frames']} ({c['tokens']} tokens): end of forward {c['end_of_forward'] / GB:.3f} GB, "
+              f"peak {c['peak'] / GB:.3f} GB in {c['peak_phase']}; alive then, by shape and dtype (GB):")
+        for label, nbytes in c["peak_tensors"].items():
+            print(f"      {nbytes / GB:8.3f}  {label}")
+    print("  per token (KB):  " + "  ".join(f"{k.removesuffix('_per_token')} {v / 1e3:.1f}"
+                                           for k, v in est.items() if k.endswith("_per_token")))
+    print(f"  at {CLIP_FRAMES} frames: activations {est['activations_gb']:.1f} GB + fp32 weights, grads, AdamW "
+          f"{est['weights_grads_adamw_gb']:.1f} GB = {est['step_peak_bound_gb']:.1f} GB (upper bound)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--precision", choices=["autocast", "bf16_params"], default="autocast",
+                        help="autocast: fp32 weights, bf16 autocast; bf16_params: FSDP2 bf16 compute, fp32 reduce")
+    parser.add_argument("--ffn-frame-chunk", type=int, default=None, help="FFN recomputed in chunks of this many frames")
+    parser.add_argument("--frames", type=int, nargs=2, default=[2, 4], help="the two clip lengths counted")
+    parser.add_argument("--out", default=None, help="also write the counts and the estimate to this JSON")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    t0 = time.perf_counter()
+    counts = [count_step(f, args.precision, args.ffn_frame_chunk) for f in args.frames]
+    est = estimate(*counts)
+    _report(args.precision, args.ffn_frame_chunk, counts, est)
+    print(f"  ({time.perf_counter() - t0:.0f} s, torch {torch.__version__})")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"precision": args.precision, "ffn_frame_chunk": args.ffn_frame_chunk,
+                                              "torch": torch.__version__, "counts": counts, "estimate": est}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
