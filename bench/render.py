@@ -168,6 +168,11 @@ def time_case(case: Case, rasterizer: Rasterizer, config: RenderConfig) -> tuple
     t0 = time.perf_counter()
     mp4 = encode_mp4(frames.rgb, cfg.fps, config.crf, config.preset, threads=config.encode_threads)
     encode_s = time.perf_counter() - t0
+    sweep = {}  # x264 threads vs encode time on the first frames, for choosing RenderConfig.encode_threads
+    for threads in (4, 8, 16):
+        t0 = time.perf_counter()
+        encode_mp4(frames.rgb[:240], cfg.fps, config.crf, config.preset, threads=threads)
+        sweep[str(threads)] = time.perf_counter() - t0
     timings = {
         "num_gaussians": len(scene.splats),
         "frames": case.frames,
@@ -181,7 +186,8 @@ def time_case(case: Case, rasterizer: Rasterizer, config: RenderConfig) -> tuple
         "render_s": render_s,
         "render_fps": case.frames / render_s,
         "encode_s": encode_s,
-        "encode": {"preset": config.preset, "crf": config.crf, "threads": config.encode_threads, "mp4_mb": len(mp4) / 2**20},
+        "encode": {"preset": config.preset, "crf": config.crf, "threads": config.encode_threads, "mp4_mb": len(mp4) / 2**20,
+                   "seconds_240_frames_by_threads": sweep},
         "total_s": plan_s + render_s + encode_s,
         "peak_gpu_gb": peak_gpu,
         "mean_alpha": float(frames.alpha.mean()),

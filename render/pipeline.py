@@ -111,7 +111,7 @@ class RenderConfig:
     refiner_reference: Literal["nearest", "none"] = "nearest"
     crf: int = 18  # x264 quality
     preset: str = "veryfast"  # x264 speed preset: 961 frames at 720p must not dominate the run
-    encode_threads: int = 4  # x264 threads; the bytes depend on it, so it is part of the config
+    encode_threads: int = 8  # x264 threads; the bytes depend on it, so it is part of the config
     # runtime only (not hashed): shard limits and the Ray actor pool
     prefix: str = "render"
     max_count: int = 1000

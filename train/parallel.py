@@ -32,7 +32,10 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed._functional_collectives import all_gather_single_autograd
+try:
+    from torch.distributed._functional_collectives import all_gather_single_autograd
+except ImportError:  # torch < 2.13 (the GPU image's 2.11) names it all_gather_tensor_autograd
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd as all_gather_single_autograd
 
 from wmkit.kernels import frame_gdn_context_parallel, frame_gdn_ref
 from wmkit.model.context_parallel import CPContext
@@ -74,6 +77,33 @@ def apply_activation_checkpointing(model: nn.Module) -> None:
         model.blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
 
 
+def apply_ffn_frame_chunks(model: nn.Module, frames: int) -> None:
+    """Recompute every block's feed-forward `frames` latent frames at a time inside the block's
+    own recomputation (`GLUMBConvTemporal.frame_chunk`): its 6×-wide intermediates, the largest
+    part of a block's backward, then exist for one chunk only, for one more FFN forward."""
+    if frames < 1:
+        raise ValueError(f"ffn_frame_chunk must be >= 1, got {frames}")
+    for block in model.blocks:
+        block.ffn.frame_chunk = frames
+
+
+def apply_attention_recompute(model: nn.Module) -> None:
+    """Checkpoint every block's self-attention inside the block's own recomputation
+    (`DiTBlock.recompute_attention`): a block's backward then holds either the attention's
+    activations (two branches) or the rest of the block's, not both, for one more attention forward."""
+    for block in model.blocks:
+        block.recompute_attention = True
+
+
+def single_process_group(device: torch.device) -> None:
+    """A process group of one (nccl on CUDA, gloo on CPU), so FSDP2 can wrap a model trained
+    by a plain `python` process for its mixed precision."""
+    if not dist.is_initialized():
+        cuda = device.type == "cuda"
+        dist.init_process_group("nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1,
+                                device_id=device if cuda else None)
+
+
 def apply_compile(model: nn.Module) -> None:
     """torch.compile each block (titan: per block, so one graph serves all repeated blocks)."""
     for i, block in enumerate(model.blocks):
@@ -93,14 +123,27 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype | No
 
 
 def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: bool, compile_blocks: bool,
-                fsdp: bool, param_dtype: torch.dtype | None = None) -> nn.Module:
-    """AC → compile → FSDP2 (when distributed and `fsdp`), in place; returns the model."""
+                fsdp: bool, param_dtype: torch.dtype | None = None, ffn_frame_chunk: int | None = None,
+                recompute_attention: bool = False) -> nn.Module:
+    """Nested recomputation → AC → compile → FSDP2, in place; returns the model.
+
+    FSDP2 wraps the model when `fsdp` and either several ranks train or `param_dtype` is given:
+    on one process too (a group of one), its mixed precision keeps fp32 weights for the
+    optimiser and runs blocks in `param_dtype` with fp32 gradients, so block inputs (the AC
+    checkpoints) and activations are bf16 without autocast, and no autocast weight cache
+    exists. `ffn_frame_chunk`: `apply_ffn_frame_chunks`; `recompute_attention`:
+    `apply_attention_recompute`."""
+    if ffn_frame_chunk is not None:
+        apply_ffn_frame_chunks(model, ffn_frame_chunk)
+    if recompute_attention:
+        apply_attention_recompute(model)
     if activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile_blocks:
         apply_compile(model)
-    if info.distributed and fsdp:
-        apply_fsdp(model, init_device_mesh(info.device.type, (info.world_size,)), param_dtype)
+    if fsdp and (info.distributed or param_dtype is not None):
+        single_process_group(info.device)
+        apply_fsdp(model, init_device_mesh(info.device.type, (dist.get_world_size(),)), param_dtype)
     return model
 
 
@@ -235,5 +278,6 @@ def cp_context(frames: int, group: dist.ProcessGroup | None = None) -> CPContext
 
 
 __all__ = ["DistInfo", "GroupExchange", "MeshDims", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
+           "apply_attention_recompute", "apply_ffn_frame_chunks", "single_process_group",
            "context_parallel_attention", "context_parallel_gdn", "cp_context", "frame_slice", "gather_tokens",
            "init_distributed", "mesh_dims", "parallelize"]
