@@ -113,6 +113,24 @@ def build(net: str, smoke: bool, device: torch.device, compiled: bool) -> torch.
     return torch.compile(model, dynamic=False) if compiled else model
 
 
+def profile_table(net: str, model: torch.nn.Module, hw: tuple[int, int], smoke: bool) -> str:
+    """torch.profiler's top operators by device time (CPU time without CUDA) over one window/batch
+    after a warm-up one: where a network's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = next(model.parameters()).device
+    per_call = 4 if smoke else (16 if net == "pi3x" else 8)
+    for _ in _stream(net, model, _frames(per_call, hw), smoke):
+        pass
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in _stream(net, model, _frames(per_call, hw, seed=1), smoke):
+            pass
+        _sync(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    return prof.key_averages().table(sort_by=sort, row_limit=20)
+
+
 def _case(fn: Callable[..., dict], *args: object) -> dict:
     """Run ``fn(*args)``; an error (out of memory, a compile failure) is recorded, not raised."""
     try:
@@ -121,13 +139,17 @@ def _case(fn: Callable[..., dict], *args: object) -> dict:
         return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
 
 
-def run(smoke: bool, long_frames: int, fps_frames: int, compile_modes: tuple[bool, ...]) -> dict:
-    """Every case for both networks; returns the result with its ``summary``."""
+def run(smoke: bool, long_frames: int, fps_frames: int, compile_modes: tuple[bool, ...],
+        nets: tuple[str, ...] = ("pi3x", "moge2"), profile: bool = False) -> dict:
+    """Every case for ``nets``; returns the result with its ``summary`` (and ``profiles`` when asked)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sizes = SMOKE_SIZES if smoke else SIZES
-    cases = []
-    for net in ("pi3x", "moge2"):
+    cases, profiles = [], {}
+    for net in nets:
         warmup = (4 if smoke else 16) if net == "pi3x" else (2 if smoke else 8)
+        if profile:
+            profiles[net] = profile_table(net, build(net, smoke, device, False), sizes["518"], smoke)
+            print(f"{net} profile, one {'window' if net == 'pi3x' else 'batch'} at 518:\n{profiles[net]}", flush=True)
         for compiled in compile_modes:
             model = build(net, smoke, device, compiled)
             for size, hw in sizes.items():
@@ -142,7 +164,7 @@ def run(smoke: bool, long_frames: int, fps_frames: int, compile_modes: tuple[boo
                 torch.cuda.empty_cache()
     return {"summary": summarise(cases, device), "smoke": smoke, "torch": torch.__version__,
             "platform": platform.platform(), "long_frames": long_frames, "fps_frames": fps_frames,
-            "sizes_hw": sizes, "cases": cases}
+            "sizes_hw": sizes, "cases": cases, "profiles": profiles}
 
 
 def _device_name(device: torch.device) -> str:
@@ -186,11 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-frames", type=int, default=None, help="frames of the long clip (default 1000)")
     parser.add_argument("--fps-frames", type=int, default=None, help="timed frames per fps case (default 64)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
+    parser.add_argument("--nets", default="pi3x,moge2", help="comma-separated networks to measure")
+    parser.add_argument("--profile", action="store_true", help="first print each network's top operators")
     args = parser.parse_args(argv)
     long_frames = args.long_frames or (6 if args.smoke else 1000)
     fps_frames = args.fps_frames or (3 if args.smoke else 64)
     modes = (False,) if args.no_compile or args.smoke else (False, True)
-    result = run(args.smoke, long_frames, fps_frames, modes)
+    nets = tuple(n for n in args.nets.split(",") if n)
+    if set(nets) - {"pi3x", "moge2"}:
+        parser.error(f"--nets: unknown network in {args.nets!r} (pi3x, moge2)")
+    result = run(args.smoke, long_frames, fps_frames, modes, nets, args.profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

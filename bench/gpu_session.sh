@@ -10,6 +10,7 @@
 #   bash bench/gpu_session.sh render     # bench/render.py --refiner random:sd-turbo -> bench/results/render.json + .md
 #   bash bench/gpu_session.sh train      # bench/train.py      -> bench/results/train.json
 #   bash bench/gpu_session.sh tests:240 render:330   # several stages in one call, each under a time limit (s)
+#   ARGS_geometry="--no-compile --profile" bash bench/gpu_session.sh geometry   # extra arguments for a stage
 #
 # gsplat is not on those images: on the CPU machine first, fetch its wheel into .whl/
 # (git-ignored) and name .whl in the call's carry list:
@@ -48,7 +49,8 @@ for arg in "$@"; do
         train)    cmd=(python3 bench/train.py) ;;
         *) echo "unknown stage $stage" >&2; exit 2 ;;
     esac
-    timeout --kill-after 10 "$limit" "${cmd[@]}" 2>&1 | tee "$log"
+    extra=ARGS_$stage
+    timeout --kill-after 10 "$limit" "${cmd[@]}" ${!extra:-} 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     echo "== $stage rc $rc"
     [ "$rc" -ne 0 ] && status=$rc

@@ -22,5 +22,14 @@ def test_smoke_run_writes_the_summary_and_table(tmp_path):
     assert len(timed) == 4 and all(c["frames"] == result["fps_frames"] for c in timed)
     longs = [c for c in result["cases"] if c["case"] == "long"]
     assert [c["frames"] for c in longs] == [result["long_frames"]] * 2
+    assert result["profiles"] == {}  # not asked for
     table = out.with_suffix(".md").read_text()
     assert table.count("| pi3x |") == 3 and table.count("| moge2 |") == 3
+
+
+def test_smoke_profile_of_one_network(tmp_path):
+    out = tmp_path / "geometry.json"
+    run_smoke("geometry.py", "--out", str(out), "--nets", "moge2", "--profile", single_thread=True)
+    result = json.loads(out.read_text())
+    assert list(result["profiles"]) == ["moge2"] and "Self CPU" in result["profiles"]["moge2"]
+    assert {c["net"] for c in result["cases"]} == {"moge2"} and result["summary"]["pi3x_fps_518"] is None
