@@ -82,27 +82,33 @@ def pi3x_input_size(height: int, width: int, pixel_budget: int = 255_000, patch:
     return rows * patch, cols * patch
 
 
-def intrinsics_from_points(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def intrinsics_from_points(points: np.ndarray | torch.Tensor, weights: np.ndarray | torch.Tensor) -> np.ndarray:
     """Pinhole K (N, 3, 3) that best projects camera-frame ``points`` (N, H, W, 3) onto their pixel grid.
 
     Per frame and axis a weighted least-squares line u = fx·X/Z + cx over the
     pixels (u = column index, v = row index, centres at integers) with
-    ``weights`` (N, H, W) >= 0; points with Z <= 0 get weight 0.
+    ``weights`` (N, H, W) >= 0; points with Z <= 0 get weight 0. Solved in
+    closed form in float64 on the inputs' device (tensors stay on the GPU).
     """
+    points, weights = torch.as_tensor(points).double(), torch.as_tensor(weights).double().to(points.device)
     N, H, W, _ = points.shape
-    v, u = np.mgrid[0:H, 0:W].astype(np.float64)
-    K = np.tile(np.eye(3), (N, 1, 1))
-    for i in range(N):
-        z = points[i, ..., 2].astype(np.float64)
-        ok = z > 0
-        w = np.sqrt(np.where(ok, weights[i], 0.0)).ravel()  # polyfit weights multiply residuals
-        if np.count_nonzero(w) < 3:
-            raise ValueError(f"intrinsics_from_points: frame {i} has fewer than 3 points in front of the camera")
-        zs = np.where(ok, z, 1.0)
-        fx, cx = np.polyfit((points[i, ..., 0] / zs).ravel(), u.ravel(), 1, w=w)
-        fy, cy = np.polyfit((points[i, ..., 1] / zs).ravel(), v.ravel(), 1, w=w)
-        K[i, 0, 0], K[i, 0, 2], K[i, 1, 1], K[i, 1, 2] = fx, cx, fy, cy
-    return K
+    v, u = torch.meshgrid(torch.arange(H, dtype=torch.float64, device=points.device),
+                          torch.arange(W, dtype=torch.float64, device=points.device), indexing="ij")  # fmt: skip
+    z = points[..., 2]
+    ok = z > 0
+    w = torch.where(ok, weights, 0.0).flatten(1)  # (N, HW)
+    few = ((w > 0).sum(1) < 3).nonzero()
+    if len(few):
+        raise ValueError(f"intrinsics_from_points: frame {int(few[0])} has fewer than 3 points in front of the camera")
+    zs = torch.where(ok, z, 1.0)
+    K = torch.eye(3, dtype=torch.float64).repeat(N, 1, 1)
+    for axis, pixel in ((0, u), (1, v)):
+        x, y = (points[..., axis] / zs).flatten(1), pixel.flatten()
+        sw, sx, sy = w.sum(1), (w * x).sum(1), (w * y).sum(1)
+        sxx, sxy = (w * x * x).sum(1), (w * x * y).sum(1)
+        f = (sw * sxy - sx * sy) / (sw * sxx - sx * sx)
+        K[:, axis, axis], K[:, axis, 2] = f.cpu(), ((sy - f * sx) / sw).cpu()
+    return K.numpy()
 
 
 def weighted_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -129,17 +135,27 @@ def _to_input(frames: list[np.ndarray], size: tuple[int, int], device: torch.dev
     return x.clamp(0.0, 1.0)[None]
 
 
+def _to_host(t: torch.Tensor) -> np.ndarray:
+    """``t`` as a numpy array; from CUDA through pinned memory (pageable copies are several times slower)."""
+    if not t.is_cuda:
+        return t.numpy()
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t)
+    return host.numpy()
+
+
 @torch.no_grad()
-def _predict_window(model: Pi3X, frames: list[np.ndarray], size: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Network outputs for one window as float64/float32 numpy: world points, local points, conf, c2w."""
+def _predict_window(model: Pi3X, frames: list[np.ndarray], size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Network outputs for one window, fp32 on the model's device: world points, local points (N, h, w, 3),
+    conf (N, h, w); and c2w (N, 4, 4) float64 on the CPU."""
     device = next(model.parameters()).device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         out = model(_to_input(frames, size, device))
     return {
-        "points": out.points[0].double().cpu().numpy(),  # (N, h, w, 3)
-        "local": out.local_points[0].float().cpu().numpy(),  # (N, h, w, 3)
-        "conf": torch.sigmoid(out.conf[0, ..., 0]).float().cpu().numpy(),  # (N, h, w)
-        "c2w": out.camera_poses[0].double().cpu().numpy(),  # (N, 4, 4)
+        "points": out.points[0].float(),
+        "local": out.local_points[0].float(),
+        "conf": torch.sigmoid(out.conf[0, ..., 0]).float(),
+        "c2w": out.camera_poses[0].double().cpu(),
     }
 
 
@@ -147,19 +163,22 @@ def _transform(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T + T[:3, 3]
 
 
-def _frame_output(index: int, local: np.ndarray, conf: np.ndarray, c2w: np.ndarray, scale: float,
-                  K_in: np.ndarray, hw: tuple[int, int]) -> FrameGeometry:
-    """Resize one frame's depth/conf from the network size to ``hw`` and rescale K to those pixels."""
+def _frame_outputs(first: int, local: torch.Tensor, conf: torch.Tensor, c2w: list[np.ndarray], scale: float,
+                   K_in: np.ndarray, hw: tuple[int, int]) -> list[FrameGeometry]:
+    """Frames ``first``, ``first`` + 1, …: depth/conf resized on the device from the network size to ``hw``,
+    K rescaled to those pixels."""
     H, W = hw
-    h, w = conf.shape
-    maps = torch.from_numpy(np.stack([local[..., 2] * scale, conf]))[None]
-    depth, conf_full = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=False)[0].numpy()
+    h, w = conf.shape[-2:]
+    maps = F.interpolate(torch.stack([local[..., 2] * scale, conf], dim=1), size=(H, W), mode="bilinear",
+                         align_corners=False)  # fmt: skip
+    maps[:, 1].clamp_(0.0, 1.0)
+    maps = _to_host(maps)
     sx, sy = W / w, H / h
     K = K_in.copy()
-    K[0, 0], K[1, 1] = K_in[0, 0] * sx, K_in[1, 1] * sy
-    K[0, 2], K[1, 2] = (K_in[0, 2] + 0.5) * sx - 0.5, (K_in[1, 2] + 0.5) * sy - 0.5
-    return FrameGeometry(index=index, depth=depth.astype(np.float32), conf=np.clip(conf_full, 0.0, 1.0),
-                         c2w=c2w, K=K)
+    K[:, 0, 0], K[:, 1, 1] = K_in[:, 0, 0] * sx, K_in[:, 1, 1] * sy
+    K[:, 0, 2], K[:, 1, 2] = (K_in[:, 0, 2] + 0.5) * sx - 0.5, (K_in[:, 1, 2] + 0.5) * sy - 0.5
+    return [FrameGeometry(index=first + i, depth=maps[i, 0], conf=maps[i, 1], c2w=c2w[i], K=K[i])
+            for i in range(len(maps))]
 
 
 def run_windows(model: Pi3X, frames: Iterable[np.ndarray], config: WindowConfig = WindowConfig()) -> Iterator[FrameGeometry]:
@@ -177,22 +196,26 @@ def run_windows(model: Pi3X, frames: Iterable[np.ndarray], config: WindowConfig 
     def process() -> Iterator[FrameGeometry]:
         nonlocal to_world, known, buffer, first_index
         pred = _predict_window(model, buffer, size)
+        points = _to_host(pred["points"][:, ::st, ::st].contiguous()).astype(np.float64)  # for the Sim(3)
+        conf = _to_host(pred["conf"][:, ::st, ::st].contiguous())
+        poses = pred["c2w"].numpy()
         if not known:  # the first window defines the frame: its first camera becomes the identity
-            to_world, scale = np.linalg.inv(pred["c2w"][0]), 1.0
+            to_world, scale = np.linalg.inv(poses[0]), 1.0
         else:
             n = len(known)
-            src = pred["points"][:n, ::st, ::st].reshape(-1, 3)
+            src = points[:n].reshape(-1, 3)
             dst = np.concatenate([p.reshape(-1, 3) for p, _ in known])
-            w = pred["conf"][:n, ::st, ::st].reshape(-1) * np.concatenate([c.reshape(-1) for _, c in known])
+            w = conf[:n].reshape(-1) * np.concatenate([c.reshape(-1) for _, c in known])
             to_world = weighted_sim3(src, dst, w.astype(np.float64))
             scale = float(np.cbrt(np.linalg.det(to_world[:3, :3])))
-        K = intrinsics_from_points(pred["local"], pred["conf"])
-        for i in range(len(known), len(buffer)):
-            c2w = to_world @ pred["c2w"][i]
-            c2w[:3, :3] /= scale  # the Sim(3) scale moves into translations and depth, R stays a rotation
-            yield _frame_output(first_index + i, pred["local"][i], pred["conf"][i], c2w, scale, K[i], hw)
+        new = slice(len(known), len(buffer))
+        K = intrinsics_from_points(pred["local"][new], pred["conf"][new])
+        c2w = [to_world @ pose for pose in poses[new]]
+        for pose in c2w:
+            pose[:3, :3] /= scale  # the Sim(3) scale moves into translations and depth, R stays a rotation
+        yield from _frame_outputs(first_index + len(known), pred["local"][new], pred["conf"][new], c2w, scale, K, hw)
         keep = range(len(buffer) - config.overlap, len(buffer))
-        known = [(_transform(to_world, pred["points"][i, ::st, ::st]), pred["conf"][i, ::st, ::st]) for i in keep]
+        known = [(_transform(to_world, points[i]), conf[i]) for i in keep]
         first_index += len(buffer) - config.overlap
         buffer = buffer[-config.overlap:]
 
