@@ -3,7 +3,7 @@ whose forward/backward call the plain `frame_gdn_fwd` / `frame_gdn_bwd`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import ModuleType
 from typing import Callable
 
@@ -244,21 +244,23 @@ class _FrameGDN(torch.autograd.Function):
         o, final, saved, flags = frame_gdn_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps)
         if check_values:
             raise_on_nonfinite(flags, NONFINITE_GROUPS)
-        ctx.saved = saved
         ctx.eps = eps
         ctx.has_init = initial_state is not None
-        ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0)
+        # The Grams and states go through save_for_backward, not a ctx attribute, so that
+        # activation checkpointing discards and recomputes them (~1 GB a layer at 121 frames).
+        ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *(getattr(saved, f.name) for f in fields(saved)))
         return o, final[0], final[1]
 
     @staticmethod
     def backward(ctx, do, dS_last, dz_last):
-        q, k, v, beta, gamma, q_rot, k_rot, S0, z0 = ctx.saved_tensors
+        q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *rest = ctx.saved_tensors
+        saved = ForwardSaved(*rest)
         initial_state = (S0, z0) if ctx.has_init else None
         d_final = None if dS_last is None and dz_last is None else (
-            torch.zeros_like(ctx.saved.states[:, 0]) if dS_last is None else dS_last,
-            torch.zeros_like(ctx.saved.zs[:, 0, 0]) if dz_last is None else dz_last,
+            torch.zeros_like(saved.states[:, 0]) if dS_last is None else dS_last,
+            torch.zeros_like(saved.zs[:, 0, 0]) if dz_last is None else dz_last,
         )
-        grads = frame_gdn_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, ctx.saved, do.contiguous(), d_final, ctx.eps)
+        grads = frame_gdn_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, saved, do.contiguous(), d_final, ctx.eps)
         dS0, dz0 = (grads[7], grads[8]) if ctx.has_init else (None, None)
         return (*grads[:7], dS0, dz0, None, None, None, None)
 
