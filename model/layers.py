@@ -11,6 +11,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .context_parallel import CPContext
 from .frame_shift import new_history, shift_frames
@@ -27,6 +28,56 @@ def timestep_features(t: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: x·(1 + scale) + shift with x [B, T, S, C] and per-frame shift, scale [B, T, C]."""
     return x * (1 + scale[:, :, None]) + shift[:, :, None]
+
+
+class _RMSNormFn(torch.autograd.Function):
+    """F.rms_norm's fp32 math (x·rsqrt(mean(x²) + eps)·w) that saves x in its own dtype and
+    the fp32 rsqrt, and recomputes the normalised x in the backward; autograd through
+    F.rms_norm keeps an fp32 copy of x and of the normalised x (18 KB a token at width 2240)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:  # noqa: ANN001
+        acc = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
+        xf = x.to(acc)
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, rstd)
+        return (xf * rstd * weight.to(acc)).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # noqa: ANN001
+        x, weight, rstd = ctx.saved_tensors
+        d_x = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        acc = rstd.dtype
+        d_weight, w = torch.zeros_like(weight, dtype=acc), weight.to(acc)
+        for rows in row_chunks(d_x, x, rstd, grad):  # fp32 temporaries for a few thousand tokens at a time
+            dx, xr, r, g = rows
+            x_hat, g = xr.to(acc) * r, g.to(acc)
+            d_weight += (g * x_hat).sum(0)
+            d_hat = g * w
+            dx.copy_(r * (d_hat - x_hat * (d_hat * x_hat).mean(-1, keepdim=True)))
+        return d_x, d_weight.to(weight.dtype), None
+
+
+def row_chunks(*tensors: torch.Tensor, rows: int = 4096) -> list[tuple[torch.Tensor, ...]]:
+    """Tensors [..., C] of one leading shape, `rows` flattened leading rows at a time [rows, C];
+    the chunks of contiguous tensors are views (so a backward can write its outputs there)."""
+    flat = [t.reshape(-1, t.shape[-1]) for t in tensors]
+    return list(zip(*(t.split(rows) for t in flat)))
+
+
+class RMSNorm(nn.Module):
+    """nn.RMSNorm over the last dimension with a learnable weight (same parameter name), computed
+    in fp32 and returned in x's dtype like F.rms_norm, keeping only x and one fp32 number per
+    token for the backward (`_RMSNormFn`)."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [..., dim] → the normalised x [..., dim]."""
+        return _RMSNormFn.apply(x, self.weight, self.eps)
 
 
 class TimestepEmbedder(nn.Module):
@@ -47,7 +98,7 @@ class CaptionEmbedder(nn.Module):
 
     def __init__(self, text_dim: int, hidden: int, norm_init: float) -> None:
         super().__init__()
-        self.norm = nn.RMSNorm(text_dim, eps=1e-5)
+        self.norm = RMSNorm(text_dim, eps=1e-5)
         nn.init.constant_(self.norm.weight, norm_init)
         self.mlp = nn.Sequential(nn.Linear(text_dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, hidden))
 
@@ -63,7 +114,7 @@ class CrossAttention(nn.Module):
         self.heads = heads
         self.q = nn.Linear(hidden, hidden)
         self.kv = nn.Linear(hidden, 2 * hidden)
-        self.q_norm, self.k_norm = nn.RMSNorm(hidden, eps=eps), nn.RMSNorm(hidden, eps=eps)
+        self.q_norm, self.k_norm = RMSNorm(hidden, eps=eps), RMSNorm(hidden, eps=eps)
         self.proj = nn.Linear(hidden, hidden)
 
     def forward(self, x: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
@@ -83,10 +134,15 @@ class GLUMBConvTemporal(nn.Module):
     (full C×C per tap, zero-initialised so it starts as the spatial FFN).
 
     The temporal conv follows the attention mode: its future taps stop at the chunk end
-    (`frame_shift`), its past taps read the carried history."""
+    (`frame_shift`), its past taps read the carried history.
+
+    `frame_chunk` (set by the trainer, `wmkit.train.parallel`): with gradients on, the spatial
+    part runs on `frame_chunk` frames at a time, each chunk checkpointed, so its 6×-wide
+    intermediates exist for one chunk at a time. Exact: the 3×3 conv never crosses frames."""
 
     def __init__(self, hidden: int, inner: int, time_kernel: int) -> None:
         super().__init__()
+        self.frame_chunk: int | None = None
         self.expand = nn.Linear(hidden, 2 * inner)
         self.depthwise = nn.Conv2d(2 * inner, 2 * inner, 3, padding=1, groups=2 * inner)
         self.project = nn.Linear(inner, hidden, bias=False)
@@ -94,6 +150,15 @@ class GLUMBConvTemporal(nn.Module):
         self.time_taps = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(time_kernel))
         for tap in self.time_taps:
             nn.init.zeros_(tap.weight)
+
+    def spatial(self, x: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
+        """The per-frame part: x [B, T, S, C] → expand, 3×3 depthwise, GLU, project [B, T, S, C]."""
+        B, T, S, C = x.shape
+        h = F.silu(self.expand(x))
+        h = h.reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
+        h = self.depthwise(h).permute(0, 2, 3, 1).reshape(B, T, S, -1)
+        a, gate = h.chunk(2, -1)
+        return self.project(a * F.silu(gate))
 
     def forward(
         self, x: torch.Tensor, grid_hw: tuple[int, int], chunks: torch.Tensor, history: torch.Tensor,
@@ -104,12 +169,11 @@ class GLUMBConvTemporal(nn.Module):
 
         With `cp`, x is this rank's frame slice and chunks covers it and the frames after
         it: the taps read `reach` halo frames each side, and the history is returned as given."""
-        B, T, S, C = x.shape
-        h = F.silu(self.expand(x))
-        h = h.reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
-        h = self.depthwise(h).permute(0, 2, 3, 1).reshape(B, T, S, -1)
-        a, gate = h.chunk(2, -1)
-        y = self.project(a * F.silu(gate))
+        if self.frame_chunk is None or not torch.is_grad_enabled():
+            y = self.spatial(x, grid_hw)
+        else:
+            y = torch.cat([checkpoint(self.spatial, part, grid_hw, use_reentrant=False)
+                           for part in x.split(self.frame_chunk, 1)], 1)
         past, future = (history, None) if cp is None else cp.exchange.halo(y, self.reach, self.reach)
         out = y
         for i, tap in enumerate(self.time_taps):

@@ -23,6 +23,7 @@ from .config import DiTConfig
 from .context_parallel import CPContext
 from .frame_shift import chunk_ids
 from .gdn_attention import AttentionMode, Positions
+from .layers import RMSNorm
 from .positional import apply_rope
 
 
@@ -55,9 +56,9 @@ class SoftmaxAttention(nn.Module):
         super().__init__()
         C, self.heads, self.head_dim = cfg.hidden, cfg.heads, cfg.head_dim
         self.qkv = nn.Linear(C, 3 * C)
-        self.q_norm, self.k_norm = nn.RMSNorm(C, eps=cfg.norm_eps), nn.RMSNorm(C, eps=cfg.norm_eps)
+        self.q_norm, self.k_norm = RMSNorm(C, eps=cfg.norm_eps), RMSNorm(C, eps=cfg.norm_eps)
         self.qkv_cam = nn.Linear(C, 3 * C)
-        self.q_norm_cam, self.k_norm_cam = nn.RMSNorm(C, eps=cfg.norm_eps), nn.RMSNorm(C, eps=cfg.norm_eps)
+        self.q_norm_cam, self.k_norm_cam = RMSNorm(C, eps=cfg.norm_eps), RMSNorm(C, eps=cfg.norm_eps)
         self.out_cam = nn.Linear(C, C)
         nn.init.zeros_(self.out_cam.weight)
         nn.init.zeros_(self.out_cam.bias)
