@@ -9,7 +9,10 @@ Usage::
 Cases:
 
 - `step_2p6b` — the 2.6b preset, one 61-s 720p clip per step: 121 latent frames × 22 × 40 =
-  880 tokens (704×1280 px), bf16 autocast, AC per block, AdamW. Before timing, the loss and
+  880 tokens (704×1280 px), AdamW, FSDP2's bf16 mixed precision on one process (fp32 weights,
+  gradients and AdamW states; bf16 blocks and AC inputs; no autocast), AC per block with the
+  FFN recomputed inside it in chunks of `FFN_FRAME_CHUNK` frames (`bench/activation_memory.py`
+  counts what each saves). Before timing, the loss and
   every gradient must be finite (no speed is reported on a red gate). Reported: step time,
   tokens/s, peak memory (against the article's 74.7 GB), and MFU = model FLOPs / (step time
   × 989 TFLOP/s, the H100 SXM dense bf16 peak). Model FLOPs per step (`model_flops`):
@@ -50,6 +53,7 @@ from wmkit.train.parallel import DistInfo, parallelize
 from wmkit.train.trainer import train
 
 H100_BF16_DENSE_FLOPS = 989e12
+FFN_FRAME_CHUNK = 4  # 3,520 tokens per FFN recomputation: ~0.5 GB of 6×-wide intermediates
 ARTICLE_PEAK_MEM_GB = 74.7
 
 
@@ -98,13 +102,15 @@ def _clip_cameras(B: int, frames: int, image_hw: tuple[int, int]) -> tuple[torch
 
 def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torch.device, steps: int,
                warmup: int, optimizer: bool = True) -> dict:
-    """Time training steps of one clip with AC on one device: forward, backward, grad clip and,
-    with `optimizer`, AdamW (whose fp32 states, 8 bytes a parameter, FSDP shards over ranks)."""
+    """Time training steps of one clip on one device (see `step_2p6b` in the module docstring):
+    forward, backward, grad clip and, with `optimizer`, AdamW (whose fp32 states, 8 bytes a
+    parameter, FSDP shards over ranks)."""
     cfg = preset(model_name)
     torch.manual_seed(0)
     model = GDNDiT(cfg).to(device)
     params = sum(p.numel() for p in model.parameters())
-    parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=False, fsdp=False)
+    parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=False, fsdp=True,
+                param_dtype=torch.bfloat16, ffn_frame_chunk=FFN_FRAME_CHUNK)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5) if optimizer else None
     g = torch.Generator(device=device).manual_seed(0)
     Hl, Wl = grid
@@ -114,11 +120,9 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     text = torch.randn(1, 300 if device.type == "cuda" else 8, cfg.text_dim, device=device, generator=g)
     mask = torch.ones(text.shape[:2], dtype=torch.bool, device=device)
     flow = FlowConfig(shift=9.95)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     def step() -> float:
-        with autocast:
-            loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)
+        loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
         if optim is not None:
@@ -126,10 +130,10 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
         model.zero_grad(set_to_none=True)
         return loss.item()
 
-    with autocast:  # the gate: finite loss and gradients at the timed shape
-        loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)
+    loss = flow_matching_loss(model, x0, cams, text, mask, flow, g)  # the gate: finite loss and gradients
     loss.backward()
-    bad = [n for n, p in model.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    bad = [n for n, p in model.named_parameters()  # FSDP2 DTensors: one rank holds the whole gradient
+           if p.grad is not None and not bool(torch.isfinite(p.grad.to_local()).all())]
     if not torch.isfinite(loss) or bad:
         raise RuntimeError(f"bench_step {model_name}: non-finite loss {loss.item()} or gradients in {bad[:5]}")
     model.zero_grad(set_to_none=True)

@@ -87,14 +87,6 @@ def apply_ffn_frame_chunks(model: nn.Module, frames: int) -> None:
         block.ffn.frame_chunk = frames
 
 
-def apply_attention_recompute(model: nn.Module) -> None:
-    """Checkpoint every block's self-attention inside the block's own recomputation
-    (`DiTBlock.recompute_attention`): a block's backward then holds either the attention's
-    activations (two branches) or the rest of the block's, not both, for one more attention forward."""
-    for block in model.blocks:
-        block.recompute_attention = True
-
-
 def single_process_group(device: torch.device) -> None:
     """A process group of one (nccl on CUDA, gloo on CPU), so FSDP2 can wrap a model trained
     by a plain `python` process for its mixed precision."""
@@ -119,24 +111,23 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype | No
     warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
     for block in model.blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+    # The root keeps its inputs' dtypes: bf16 timesteps would move t·1000 inside the sinusoid
+    # by up to ~2 (the model casts latents and text to the weights' dtype itself).
+    root = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32, cast_forward_inputs=False)
+    fully_shard(model, mesh=mesh, mp_policy=root)
 
 
 def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: bool, compile_blocks: bool,
-                fsdp: bool, param_dtype: torch.dtype | None = None, ffn_frame_chunk: int | None = None,
-                recompute_attention: bool = False) -> nn.Module:
-    """Nested recomputation → AC → compile → FSDP2, in place; returns the model.
+                fsdp: bool, param_dtype: torch.dtype | None = None, ffn_frame_chunk: int | None = None) -> nn.Module:
+    """FFN frame chunks → AC → compile → FSDP2, in place; returns the model.
 
     FSDP2 wraps the model when `fsdp` and either several ranks train or `param_dtype` is given:
     on one process too (a group of one), its mixed precision keeps fp32 weights for the
     optimiser and runs blocks in `param_dtype` with fp32 gradients, so block inputs (the AC
     checkpoints) and activations are bf16 without autocast, and no autocast weight cache
-    exists. `ffn_frame_chunk`: `apply_ffn_frame_chunks`; `recompute_attention`:
-    `apply_attention_recompute`."""
+    exists. `ffn_frame_chunk`: `apply_ffn_frame_chunks`."""
     if ffn_frame_chunk is not None:
         apply_ffn_frame_chunks(model, ffn_frame_chunk)
-    if recompute_attention:
-        apply_attention_recompute(model)
     if activation_checkpointing:
         apply_activation_checkpointing(model)
     if compile_blocks:
@@ -278,6 +269,6 @@ def cp_context(frames: int, group: dist.ProcessGroup | None = None) -> CPContext
 
 
 __all__ = ["DistInfo", "GroupExchange", "MeshDims", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
-           "apply_attention_recompute", "apply_ffn_frame_chunks", "single_process_group",
+           "apply_ffn_frame_chunks", "single_process_group",
            "context_parallel_attention", "context_parallel_gdn", "cp_context", "frame_slice", "gather_tokens",
            "init_distributed", "mesh_dims", "parallelize"]

@@ -1,0 +1,136 @@
+"""Memory savers of a training step keep the math: FFN frame chunks (exact), FSDP2 bf16 mixed
+precision on one process (bf16 tolerance), and the Triton GDN op's saved states pass autograd's
+saved-tensor hooks (so activation checkpointing discards them)."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+
+import torch
+
+from _dist_fixtures import spawn_collect
+from _model_fixtures import clip_inputs, single_thread, tiny_model  # noqa: F401 (fixture)
+from wmkit.train.parallel import DistInfo, parallelize
+
+CPU = DistInfo(0, 1, 0, torch.device("cpu"))
+
+
+def _loss_and_grads(model: torch.nn.Module, inputs: dict, mode: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    out = model(**inputs, mode=mode)
+    out.square().mean().backward()
+    return out.detach(), {n.replace("_checkpoint_wrapped_module.", ""): p.grad for n, p in model.named_parameters()}
+
+
+def test_ffn_frame_chunks_match_the_whole_clip(single_thread):
+    inputs = clip_inputs(B=1, T_latent=7)
+    for mode in ("bidirectional", "chunk_causal"):
+        model = tiny_model()
+        chunked = parallelize(copy.deepcopy(model), CPU, activation_checkpointing=True, compile_blocks=False,
+                              fsdp=False, ffn_frame_chunk=3)  # 7 frames: chunks of 3, 3, 1
+        ref, ref_grads = _loss_and_grads(model, inputs, mode)
+        out, grads = _loss_and_grads(chunked, inputs, mode)
+        torch.testing.assert_close(out, ref)
+        assert grads.keys() == ref_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, ref_grads[name], msg=lambda m, n=name: f"{mode} {n}: {m}")
+
+
+def _mixed_precision_step(rank: int, port: int, results: dict) -> None:
+    """One FSDP2 bf16 step of the tiny model in a world of one, against the fp32 model."""
+    torch.set_num_threads(1)
+    inputs = clip_inputs(B=1, T_latent=5)
+    model = tiny_model()
+    ref = model(**inputs).detach()
+    block_inputs = []
+    parallelize(model, CPU, activation_checkpointing=True, compile_blocks=False, fsdp=True,
+                param_dtype=torch.bfloat16, ffn_frame_chunk=2)
+    model.blocks[0].register_forward_pre_hook(lambda m, args: block_inputs.append(args[0].dtype))
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    out = model(**inputs)
+    out.float().square().mean().backward()
+    optim.step()
+    locals_ = [(p.to_local(), p.grad.to_local()) for p in model.parameters()]
+    results[rank] = {
+        "block_input": str(block_inputs[0]), "out": str(out.dtype),
+        "err": float((out.detach().float() - ref).norm() / ref.norm()),
+        "fp32": all(p.dtype == torch.float32 and g.dtype == torch.float32 for p, g in locals_),
+        "finite": all(bool(torch.isfinite(g).all()) for _, g in locals_),
+    }
+
+
+def test_bf16_mixed_precision_runs_a_step_on_one_process():
+    r = spawn_collect(_mixed_precision_step, 1)[0]
+    assert r["block_input"] == "torch.bfloat16" and r["out"] == "torch.bfloat16"  # residual stream in bf16
+    assert r["fp32"] and r["finite"]  # fp32 weights and gradients for the optimiser
+    assert r["err"] < 1.5e-2, r["err"]  # bf16 rounding against the fp32 model (bf16 autocast: 0.4 %)
+
+
+def test_triton_gdn_op_saves_its_states_for_backward_through_autograd(monkeypatch):
+    fg = importlib.import_module("wmkit.kernels.frame_gdn")
+    B, T, S, H, D = 1, 3, 4, 2, 8
+    made = {}
+
+    def fake_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps):  # noqa: ANN001, ANN202
+        made["saved"] = fg.ForwardSaved(*(torch.zeros(B * H, T, D, D) for _ in range(3)), torch.zeros(B * H, T, 1, D),
+                                        None, None, None)
+        return v * 1, (torch.zeros(B, H, D, D), torch.zeros(B, H, D)), made["saved"], torch.zeros(3, B, H, T, dtype=torch.int32)
+
+    def fake_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, saved, do, d_final, eps):  # noqa: ANN001, ANN202
+        made["bwd_saved"] = saved
+        return tuple(torch.zeros_like(t) for t in (q, k, v, beta, gamma, q_rot, k_rot)) + (None, None)
+
+    monkeypatch.setattr(fg, "frame_gdn_fwd", fake_fwd)
+    monkeypatch.setattr(fg, "frame_gdn_bwd", fake_bwd)
+    q, k, v, q_rot, k_rot = (torch.rand(B, T, S, H, D, requires_grad=True) for _ in range(5))
+    beta, gamma = torch.rand(B, T, S, H), torch.rand(B, T, H) * 0.5 + 0.5
+    packed = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        packed.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        o = fg.frame_gdn(q, k, v, beta, gamma, q_rot, k_rot, mode="causal")
+    saved = made["saved"]
+    for name in ("M", "N", "states", "zs"):
+        assert any(t is getattr(saved, name) for t in packed), name
+    o.sum().backward()
+    assert all(getattr(made["bwd_saved"], n) is getattr(saved, n) for n in ("M", "N", "states", "zs"))
+
+
+def test_rms_norm_matches_torch_and_keeps_its_input_dtype():
+    from wmkit.model.layers import RMSNorm
+
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        norm, ref = RMSNorm(24, eps=1e-5), torch.nn.RMSNorm(24, eps=1e-5)
+        with torch.no_grad():
+            norm.weight.normal_()
+            ref.weight.copy_(norm.weight)
+        qkv = torch.randn(2, 2600, 72, dtype=dtype, requires_grad=True)  # 5,200 rows: two row chunks
+        x = qkv.chunk(3, -1)[1]  # a strided view, as the q/k norms get
+        w = torch.randn(2, 2600, 24)
+        out, out_ref = norm(x), ref(x)
+        assert out.dtype == dtype and torch.equal(out, out_ref)
+        grads = torch.autograd.grad((out.float() * w).sum(), (qkv, norm.weight))
+        grads_ref = torch.autograd.grad((out_ref.float() * w).sum(), (qkv, ref.weight))
+        tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, **tol)
+
+
+def test_silu_gate_matches_autograd():
+    from wmkit.model.gdn_attention import silu_gate
+
+    torch.manual_seed(0)
+    raw, gate = (torch.randn(3, 2000, 16, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    w = torch.randn(3, 2000, 16)
+    for dtype in (torch.bfloat16, torch.float32):
+        out = silu_gate(raw, gate, dtype)
+        ref = (raw.float() * torch.nn.functional.silu(gate.float())).to(dtype)
+        assert out.dtype == dtype and torch.equal(out, ref)
+        grads = torch.autograd.grad((out.float() * w).sum(), (raw, gate))
+        grads_ref = torch.autograd.grad((ref.float() * w).sum(), (raw, gate))
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref, rtol=1e-2, atol=1e-2)
