@@ -248,7 +248,8 @@ class _FrameGDN(torch.autograd.Function):
         ctx.has_init = initial_state is not None
         # The Grams and states go through save_for_backward, not a ctx attribute, so that
         # activation checkpointing discards and recomputes them (~1 GB a layer at 121 frames).
-        ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *(getattr(saved, f.name) for f in fields(saved)))
+        kept = [getattr(saved, f.name) for f in fields(saved)]
+        ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *kept)
         return o, final[0], final[1]
 
     @staticmethod

@@ -74,7 +74,8 @@ def test_triton_gdn_op_saves_its_states_for_backward_through_autograd(monkeypatc
     def fake_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps):  # noqa: ANN001, ANN202
         made["saved"] = fg.ForwardSaved(*(torch.zeros(B * H, T, D, D) for _ in range(3)), torch.zeros(B * H, T, 1, D),
                                         None, None, None)
-        return v * 1, (torch.zeros(B, H, D, D), torch.zeros(B, H, D)), made["saved"], torch.zeros(3, B, H, T, dtype=torch.int32)
+        final = (torch.zeros(B, H, D, D), torch.zeros(B, H, D))
+        return v * 1, final, made["saved"], torch.zeros(3, B, H, T, dtype=torch.int32)
 
     def fake_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, saved, do, d_final, eps):  # noqa: ANN001, ANN202
         made["bwd_saved"] = saved
