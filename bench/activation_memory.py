@@ -2,8 +2,8 @@
 
 Usage::
 
-    python bench/activation_memory.py                        # fp32 weights + bf16 autocast (bench/train.py)
-    python bench/activation_memory.py --precision bf16_params # FSDP2 bf16 compute on a 1-process group
+    python bench/activation_memory.py                        # fp32 weights + bf16 autocast (bench/train.py before)
+    python bench/activation_memory.py --precision bf16_params --ffn-frame-chunk 1  # bench/train.py's step
 
 Method: a 2-block model at the 2.6b width (block 0 frame-wise GDN, block 1 softmax, both with
 the camera branch and the 6×-wide GLU-MBConv FFN) runs forward and backward with activation
@@ -19,9 +19,17 @@ backward is counted as on a GPU; the torch reference op would keep its per-frame
 Per block type it reports: `retained` — bytes a block's forward leaves alive until the backward
 (its output, the next block's AC input, plus anything the AC does not discard) and `transient` —
 the peak of the block's backward (recompute + gradients) over the bytes alive when it starts.
-Estimate at 121 frames: 15 GDN and 5 softmax blocks' `retained`, the tensors outside the blocks,
-plus the larger `transient`, plus 16 bytes a parameter (fp32 weights, gradients, AdamW m and v).
-That is an upper bound: it holds every gradient and every block's checkpoint at once.
+The 121-frame peak (`estimate`) follows the backward block by block: fp32 weights and AdamW
+states, the gradients made so far, the AC inputs still held and one block's transient.
+With `--precision bf16_params` (FSDP2's MixedPrecisionPolicy(bf16, reduce fp32), which
+bench/train.py uses) the count runs the model cast to bf16 without FSDP: the same bf16
+compute, while FSDP2's per-block buffers, which do not grow with the clip, would hide a
+block's own backward peak at these short clips; the estimate adds them instead (bf16
+weights of two blocks, one block's bf16 gradients and its fp32 reduce-scatter output, 10
+bytes a block parameter). Not counted: the allocator's caching and fragmentation and
+kernels' workspaces; for 61 frames without AdamW the `autocast` count of the model before
+the memory changes (e60f210) gives 55.7 GB where the H100 measured 63.3 GB
+(bench/results/train.json), so it runs ~12 % low.
 """
 
 from __future__ import annotations
@@ -33,10 +41,9 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode, is_traceable_wrapper_subclass
 from torch.utils._pytree import tree_leaves
@@ -50,7 +57,6 @@ from wmkit.train.parallel import DistInfo, parallelize
 frame_gdn_module = importlib.import_module("wmkit.kernels.frame_gdn")
 GRID = (22, 40)  # 704×1280 px: 880 tokens a latent frame
 CLIP_FRAMES = 121  # 61 s at 16 fps
-GDN_BLOCKS, SOFTMAX_BLOCKS = 15, 5
 GB = 1e9
 
 
@@ -64,11 +70,14 @@ def _storages(t: torch.Tensor) -> list[torch.UntypedStorage]:
 
 class LiveBytes(TorchDispatchMode):
     """Bytes of the storages created under this mode that are still alive, with the peak of
-    each phase (`phase`) and the tensors alive at the overall peak."""
+    each phase (`phase`) and the tensors alive at the overall peak.
+
+    Storages are told apart by their C++ object and sized when counted, since FSDP2 frees
+    and refills its unsharded parameters by resizing a storage that stays alive."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.alive: dict[int, tuple[StorageWeakRef, int, str, str]] = {}  # weakref, bytes, shape, phase made in
+        self.alive: dict[int, tuple[StorageWeakRef, str, str]] = {}  # weak ref, shape and dtype, phase made in
         self.live = self.peak = 0
         self.peak_tensors: Counter[str] = Counter()
         self.phases: dict[str, dict[str, int]] = {}
@@ -79,22 +88,32 @@ class LiveBytes(TorchDispatchMode):
         self.current = name
         self.phases[name] = {"start": self.live, "peak": self.live}
 
+    def _sizes(self) -> list[tuple[int, str, str]]:
+        """(bytes, shape and dtype, phase made in) of each storage still alive."""
+        sizes = []
+        for key, (_, label, phase) in self.alive.items():
+            storage = torch.UntypedStorage._new_with_weak_ptr(key)  # None once freed
+            if storage is not None:
+                sizes.append((storage.nbytes(), label, phase))
+        return sizes
+
     def by_phase(self) -> Counter[str]:
         """Bytes alive now by the phase that made them."""
         made: Counter[str] = Counter()
-        for _, nbytes, _, phase in self.alive.values():
+        for nbytes, _, phase in self._sizes():
             made[phase] += nbytes
         return made
 
     def _sweep(self) -> None:
         self.alive = {k: v for k, v in self.alive.items() if not v[0].expired()}
-        self.live = sum(v[1] for v in self.alive.values())
+        sizes = self._sizes()
+        self.live = sum(n for n, _, _ in sizes)
         if self.current:
             self.phases[self.current]["peak"] = max(self.phases[self.current]["peak"], self.live)
         if self.live > self.peak:
             self.peak, self.peak_phase = self.live, self.current
             self.peak_tensors = Counter()
-            for _, nbytes, label, _ in self.alive.values():
+            for nbytes, label, _ in sizes:
                 self.peak_tensors[label] += nbytes
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
@@ -102,9 +121,9 @@ class LiveBytes(TorchDispatchMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 for s in _storages(t):
-                    if s.data_ptr() not in self.alive or self.alive[s.data_ptr()][0].expired():
-                        label = f"{list(t.shape)} {t.dtype}"
-                        self.alive[s.data_ptr()] = (StorageWeakRef(s), s.nbytes(), label, self.current)
+                    ref = StorageWeakRef(s)
+                    if ref.cdata not in self.alive:
+                        self.alive[ref.cdata] = (ref, f"{list(t.shape)} {t.dtype}", self.current)
         self._sweep()
         return out
 
@@ -147,12 +166,6 @@ def _stand_in_gdn_kernels() -> Any:
         frame_gdn_module.frame_gdn_fwd, frame_gdn_module.frame_gdn_bwd = fwd, bwd
 
 
-def _one_process_group() -> None:
-    """A gloo world of one, so FSDP2 can wrap the model on a single CPU process."""
-    if not dist.is_initialized():
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
-
-
 def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict[str, Any]:
     """One forward+backward of the 2-block model at `frames` latent frames under `LiveBytes`:
     per block its retained and transient bytes, the bytes outside the blocks, the overall peak
@@ -163,10 +176,9 @@ def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict
     model.set_gdn_backend("triton")
     bf16_params = precision == "bf16_params"
     if bf16_params:
-        _one_process_group()
-    info = DistInfo(0, dist.get_world_size() if bf16_params else 1, 0, torch.device("cpu"))
-    parallelize(model, info, activation_checkpointing=True, compile_blocks=False, fsdp=bf16_params,
-                param_dtype=torch.bfloat16 if bf16_params else None)
+        model.to(torch.bfloat16)  # the compute of FSDP2's bf16 policy (module docstring)
+    parallelize(model, DistInfo(0, 1, 0, torch.device("cpu")), activation_checkpointing=True, compile_blocks=False,
+                fsdp=False, ffn_frame_chunk=ffn_frame_chunk)
     g = torch.Generator().manual_seed(0)
     image_hw = (32 * GRID[0], 32 * GRID[1])
     x0 = torch.randn(1, cfg.latent_channels, frames, *GRID, generator=g)
@@ -197,31 +209,39 @@ def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict
     return {"frames": frames, "tokens": frames * GRID[0] * GRID[1], "end_of_forward": end_forward,
             "outside_blocks": end_forward - sum(retained), "retained_gdn": retained[0], "retained_softmax": retained[1],
             "transient_gdn": p["bwd0"]["peak"] - p["bwd0"]["start"],
-            "transient_softmax": p["bwd1"]["peak"] - p["bwd1"]["start"], "peak": tracker.peak, "peak_phase": tracker.peak_phase,
+            "transient_softmax": p["bwd1"]["peak"] - p["bwd1"]["start"],
+            "peak": tracker.peak, "peak_phase": tracker.peak_phase,
             "peak_tensors": dict(tracker.peak_tensors.most_common(16))}
 
 
-def parameter_count() -> int:
-    """Parameters of the full 2.6b preset (built on the meta device)."""
+def parameter_counts() -> tuple[int, list[int]]:
+    """Parameters of the full 2.6b preset and of each of its blocks (built on the meta device)."""
     with torch.device("meta"):
-        return sum(p.numel() for p in GDNDiT(preset("2.6b")).parameters())
+        model = GDNDiT(preset("2.6b"))
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    return count(model), [count(b) for b in model.blocks]
 
 
-def estimate(small: dict[str, Any], large: dict[str, Any], frames: int = CLIP_FRAMES) -> dict[str, float]:
-    """Per-frame slopes between two counts, and the 121-frame estimate in GB (module docstring)."""
+def estimate(small: dict[str, Any], large: dict[str, Any], fsdp: bool, frames: int = CLIP_FRAMES) -> dict[str, float]:
+    """Per-token slopes between two counts and the peak of a 121-frame step in GB: the largest,
+    over the blocks i in backward order, of 12 bytes a parameter (fp32 weights, AdamW m and v),
+    the fp32 gradients made so far (blocks >= i and the rest), the tensors outside the blocks,
+    the AC inputs still held (blocks < i) and block i's backward transient; with `fsdp`, its
+    per-block buffers (10 bytes a parameter of the largest block)."""
     per_frame = {k: (large[k] - small[k]) / (large["frames"] - small["frames"]) for k in
                  ("outside_blocks", "retained_gdn", "retained_softmax", "transient_gdn", "transient_softmax")}
-    acts = frames * (per_frame["outside_blocks"] + GDN_BLOCKS * per_frame["retained_gdn"]
-                     + SOFTMAX_BLOCKS * per_frame["retained_softmax"]
-                     + max(per_frame["transient_gdn"], per_frame["transient_softmax"]))
-    states = 16 * parameter_count()
+    total, blocks = parameter_counts()
+    kinds = ["softmax" if preset("2.6b").is_softmax(i) else "gdn" for i in range(len(blocks))]
+    peaks = [12 * total + 4 * (total - sum(blocks[:i])) + (10 * max(blocks) if fsdp else 0)
+             + frames * (per_frame["outside_blocks"] + sum(per_frame[f"retained_{k}"] for k in kinds[:i])
+                         + per_frame[f"transient_{kinds[i]}"]) for i in range(len(blocks))]
     tokens = GRID[0] * GRID[1]
     return {**{f"{k}_per_token": v / tokens for k, v in per_frame.items()},
-            "activations_gb": acts / GB, "weights_grads_adamw_gb": states / GB, "step_peak_bound_gb": (acts + states) / GB}
+            "weights_grads_adamw_gb": 16 * total / GB, "step_peak_gb": max(peaks) / GB,
+            "step_peak_block": peaks.index(max(peaks))}
 
 
-def _report(precision: str, ffn_frame_chunk: int | None, counts: list[dict[str, Any]], est: dict[str, float]) -> None:
-    print(f"precision={precision} ffn_frame_chunk={ffn_frame_chunk}")
+def _report(counts: list[dict[str, Any]], est: dict[str, float]) -> None:
     for c in counts:
         print(f"  T={c['frames']} ({c['tokens']} tokens): end of forward {c['end_of_forward'] / GB:.3f} GB, "
               f"peak {c['peak'] / GB:.3f} GB in {c['peak_phase']}; alive then, by shape and dtype (GB):")
@@ -229,23 +249,24 @@ def _report(precision: str, ffn_frame_chunk: int | None, counts: list[dict[str, 
             print(f"      {nbytes / GB:8.3f}  {label}")
     print("  per token (KB):  " + "  ".join(f"{k.removesuffix('_per_token')} {v / 1e3:.1f}"
                                            for k, v in est.items() if k.endswith("_per_token")))
-    print(f"  at {CLIP_FRAMES} frames: activations {est['activations_gb']:.1f} GB + fp32 weights, grads, AdamW "
-          f"{est['weights_grads_adamw_gb']:.1f} GB = {est['step_peak_bound_gb']:.1f} GB (upper bound)")
+    print(f"  at {CLIP_FRAMES} frames: step peak {est['step_peak_gb']:.1f} GB (in block {est['step_peak_block']}'s "
+          f"backward; fp32 weights, gradients and AdamW states {est['weights_grads_adamw_gb']:.1f} GB of it)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--precision", choices=["autocast", "bf16_params"], default="autocast",
-                        help="autocast: fp32 weights, bf16 autocast; bf16_params: FSDP2 bf16 compute, fp32 reduce")
-    parser.add_argument("--ffn-frame-chunk", type=int, default=None, help="FFN recomputed in chunks of this many frames")
-    parser.add_argument("--frames", type=int, nargs=2, default=[2, 4], help="the two clip lengths counted")
+                        help="autocast: fp32 weights, bf16 autocast; bf16_params: FSDP2's bf16 compute, fp32 reduce")
+    parser.add_argument("--ffn-frame-chunk", type=int, default=None,
+                        help="FFN recomputed in chunks of this many frames")
+    parser.add_argument("--frames", type=int, nargs=2, default=[2, 5], help="the two clip lengths counted")
     parser.add_argument("--out", default=None, help="also write the counts and the estimate to this JSON")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     counts = [count_step(f, args.precision, args.ffn_frame_chunk) for f in args.frames]
-    est = estimate(*counts)
-    _report(args.precision, args.ffn_frame_chunk, counts, est)
+    est = estimate(*counts, fsdp=args.precision == "bf16_params")
+    print(f"precision={args.precision} ffn_frame_chunk={args.ffn_frame_chunk}")
+    _report(counts, est)
     print(f"  ({time.perf_counter() - t0:.0f} s, torch {torch.__version__})")
     if args.out:
         Path(args.out).write_text(json.dumps({"precision": args.precision, "ffn_frame_chunk": args.ffn_frame_chunk,
