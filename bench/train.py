@@ -225,43 +225,57 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CPU-sized run of every case (tiny model, few steps)")
     parser.add_argument("--out", default="bench/results/train.json", help="results JSON")
+    parser.add_argument("--steps-2p6b", default="121f_adamw,121f_fwdbwd,61f_fwdbwd",
+                        help="which 2.6b cases to run, in order (FRAMESf_adamw or FRAMESf_fwdbwd)")
+    parser.add_argument("--no-loaders", action="store_true", help="skip the loader cases")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
-    if args.smoke:
-        torch.set_num_threads(1)
-        big = bench_step("tiny", 3, (2, 3), device, steps=2, warmup=1)
-        loaders = {"loader_tiny": bench_loader("tiny", 3, (2, 3), steps=8, batch_size=2, num_workers=0)}
-    else:
-        loaders = {"loader_tiny": bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4),
-                   "loader_small": bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4)}
-        # 121 latent frames is the 61-s clip of the issue. One H100 cannot hold 2.6 B parameters'
-        # fp32 weights, grads and unsharded AdamW states (42 GB) plus this clip's activations, so
-        # forward+backward without the optimizer is timed too (the step's compute, for MFU), and
-        # a 30-s clip (61 latent frames).
-        steps_2p6b = {"step_2p6b_121f_adamw": bench_step_or_oom(121, True),
-                      "step_2p6b_121f_fwdbwd": bench_step_or_oom(121, False),
-                      "step_2p6b_61f_fwdbwd": bench_step_or_oom(61, False)}
-        big = steps_2p6b["step_2p6b_121f_adamw"]
-        compute = steps_2p6b["step_2p6b_121f_fwdbwd"]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    results = {
-        "device": name, "torch": torch.__version__, "smoke": args.smoke, "matmul_tflops": matmul_tflops(device),
-        "cases": {**({"step_2p6b": big} if args.smoke else steps_2p6b), **loaders},
-        "summary": {"mfu_2p6b": big["mfu"], "peak_mem_gb_2p6b": big["peak_mem_gb"],
-                    **({} if args.smoke else {"mfu_2p6b_fwdbwd": compute["mfu"],
-                                              "peak_mem_gb_2p6b_fwdbwd": compute["peak_mem_gb"]}),
-                    "loader_stall_fraction": max(c["stall_fraction"] for c in loaders.values()), "device": name},
-    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    results = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "matmul_tflops": matmul_tflops(device),
+               "cases": {}}  # fmt: skip
+
+    def record(case: str, result: dict) -> None:
+        """Add a case and rewrite the results file (a run cut short keeps the cases it finished)."""
+        results["cases"][case] = result
+        cases = results["cases"]
+        steps = [c for k, c in cases.items() if k.startswith("step")]
+        loaders = [c for k, c in cases.items() if k.startswith("loader")]
+        summary = {"mfu_2p6b": steps[0]["mfu"] if steps else None,
+                   "peak_mem_gb_2p6b": steps[0]["peak_mem_gb"] if steps else None,
+                   "loader_stall_fraction": max(c["stall_fraction"] for c in loaders) if loaders else None,
+                   "device": name}  # fmt: skip
+        if "step_2p6b_121f_fwdbwd" in cases:
+            summary["mfu_2p6b_fwdbwd"] = cases["step_2p6b_121f_fwdbwd"]["mfu"]
+            summary["peak_mem_gb_2p6b_fwdbwd"] = cases["step_2p6b_121f_fwdbwd"]["peak_mem_gb"]
+        results["summary"] = summary
+        out.write_text(json.dumps(results, indent=1))
+        print(f"{case}: {json.dumps(result)}", flush=True)
+
+    if args.smoke:
+        torch.set_num_threads(1)
+        record("step_2p6b", bench_step("tiny", 3, (2, 3), device, steps=2, warmup=1))
+        if not args.no_loaders:
+            record("loader_tiny", bench_loader("tiny", 3, (2, 3), steps=8, batch_size=2, num_workers=0))
+    else:
+        # 121 latent frames is the 61-s clip of the issue; forward+backward without the optimizer
+        # is timed too (the step's compute, for MFU), and a 30-s clip (61 latent frames).
+        for case in args.steps_2p6b.split(","):
+            frames, kind = case.split("f_")
+            record(f"step_2p6b_{case}", bench_step_or_oom(int(frames), kind == "adamw"))
+        if not args.no_loaders:
+            record("loader_tiny", bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4))
+            record("loader_small", bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4))
     print(f"{'case':<14} {'model':<6} {'step s':>8} {'tokens/s':>10} {'MFU':>6} {'mem GB':>7} {'samples/s':>10} {'stall':>6}")
     for case, r in results["cases"].items():
         if case.startswith("step"):
             print(f"{case:<14} {r['model']:<6} {r['step_s']:8.3f} {r['tokens_per_s']:10.0f} {r['mfu'] or float('nan'):6.1%} "
                   f"{r['peak_mem_gb'] or float('nan'):7.1f}")
-    for case, r in loaders.items():
-        print(f"{case:<14} {r['model']:<6} {'':8} {'':10} {'':6} {'':7} {r['samples_per_s']:10.1f} {r['stall_fraction']:6.1%}")
+    for case, r in results["cases"].items():
+        if case.startswith("loader"):
+            print(f"{case:<14} {r['model']:<6} {'':8} {'':10} {'':6} {'':7} {r['samples_per_s']:10.1f} "
+                  f"{r['stall_fraction']:6.1%}")
     print(f"wrote {out}")
 
 
