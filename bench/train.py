@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import queue as queue_module
 import statistics
 import tempfile
 import time
@@ -216,7 +217,14 @@ def bench_step_or_oom(frames: int, optimizer: bool) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=_step_case, args=(frames, optimizer, queue))
     proc.start()
-    result = queue.get(timeout=480)
+    while True:  # poll, so that a child that dies without a result (a crash) is reported at once
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not proc.is_alive():
+                return {"model": "2.6b", "latent_frames": frames, "error": f"case process exited with code "
+                        f"{proc.exitcode} before reporting", "mfu": None, "peak_mem_gb": None}  # fmt: skip
     proc.join()
     return result
 

@@ -92,8 +92,9 @@ def single_process_group(device: torch.device) -> None:
     by a plain `python` process for its mixed precision."""
     if not dist.is_initialized():
         cuda = device.type == "cuda"
+        index = device.index if device.index is not None else torch.cuda.current_device() if cuda else None
         dist.init_process_group("nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1,
-                                device_id=device if cuda else None)
+                                device_id=torch.device("cuda", index) if cuda else None)  # nccl needs an index
 
 
 def apply_compile(model: nn.Module) -> None:
