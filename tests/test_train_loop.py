@@ -75,3 +75,27 @@ def test_overrides_are_typed_and_checked():
     assert apply_overrides(cfg, ["cp=2"]) == apply_overrides(cfg, ["context_parallel=2"]) != cfg  # cp: the short name
     with pytest.raises(ValueError, match="must be positive: context_parallel=0"):
         apply_overrides(cfg, ["cp=0"])
+
+
+def test_bf16_params_trains_on_one_process_and_resumes_exactly(tmp_path, single_thread):
+    """precision=bf16_params: FSDP2 mixed precision in a group of one; a run stopped at step 6 and
+    resumed gives the uninterrupted run's losses (fp32 master weights are what is checkpointed)."""
+    import torch.distributed as dist
+
+    shards = write_shards(tmp_path / "shards", [clip_sample(i) for i in range(4)])
+    common = dict(shards=str(shards), progress=False, precision="bf16_params", ffn_frame_chunk=1, ckpt_every=6)
+    try:
+        whole = train(run_preset("tiny_cpu", out=str(tmp_path / "whole"), steps=10, **common))
+        train(run_preset("tiny_cpu", out=str(tmp_path / "split"), steps=6, **common))
+        resumed = train(run_preset("tiny_cpu", out=str(tmp_path / "split"), steps=10, **common))
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert [r["step"] for r in resumed] == [7, 8, 9, 10]
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in whole[6:]]
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in whole)
+
+
+def test_bf16_params_needs_fsdp():
+    with pytest.raises(ValueError, match="needs fsdp=true"):
+        TrainConfig(model="tiny", shards="x", precision="bf16_params", fsdp=False)

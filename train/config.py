@@ -22,7 +22,7 @@ from typing import Any, Literal
 from wmkit.model.config import PRESETS, DiTConfig, preset
 
 DataKind = Literal["latents", "video"]
-Precision = Literal["auto", "bf16", "fp32"]
+Precision = Literal["auto", "bf16", "bf16_params", "fp32"]
 Mode = Literal["bidirectional", "chunk_causal"]
 
 
@@ -92,11 +92,15 @@ class TrainConfig:
     """Seed of the model init, the data order and the flow noise (per rank: seed + rank)."""
     # --- precision and parallelism ---------------------------------------------------
     precision: Precision = "auto"
-    """"auto": bf16 autocast on CUDA, fp32 on CPU."""
+    """"auto": bf16 autocast on CUDA, fp32 on CPU. "bf16_params": FSDP2 mixed precision instead of
+    autocast (fp32 master weights and reduction, blocks run on bf16 weight copies, so activation
+    checkpoints are bf16), on one process too; needs `fsdp`."""
     fsdp: bool = True
     """Shard parameters with FSDP2 (`fully_shard`) when more than one rank runs."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in the backward (needed for 2.6b at 720p)."""
+    ffn_frame_chunk: int = 0
+    """Recompute the FFN's per-frame part this many latent frames at a time (0: off; exact)."""
     compile: bool = False
     """torch.compile each block."""
     context_parallel: int = 1
@@ -130,8 +134,13 @@ class TrainConfig:
             raise ValueError(f"TrainConfig: data must be 'latents' or 'video', got {self.data!r}")
         if self.data == "video" and not self.vae:
             raise ValueError("TrainConfig: data='video' needs vae= (a local VAE folder, or 'pool' in tests)")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise ValueError(f"TrainConfig: precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
+        if self.precision not in ("auto", "bf16", "bf16_params", "fp32"):
+            raise ValueError(f"TrainConfig: precision must be 'auto', 'bf16', 'bf16_params' or 'fp32', "
+                             f"got {self.precision!r}")
+        if self.precision == "bf16_params" and not self.fsdp:
+            raise ValueError("TrainConfig: precision='bf16_params' is FSDP2's mixed precision and needs fsdp=true")
+        if self.ffn_frame_chunk < 0:
+            raise ValueError(f"TrainConfig: ffn_frame_chunk must be >= 0 (0: off), got {self.ffn_frame_chunk}")
         positive = {"batch_size": self.batch_size, "steps": self.steps, "log_every": self.log_every,
                     "ckpt_every": self.ckpt_every, "keep_last": self.keep_last, "lr": self.lr,
                     "text_max_length": self.text_max_length, "max_consecutive_bad": self.max_consecutive_bad,
@@ -181,7 +190,8 @@ def _sana_wm_2p6b_720p_61s_h100() -> TrainConfig:
     # The article's run: 2.6B, one 61-s 720p clip (121 latent frames × 880 tokens) per GPU,
     # AdamW lr 1e-5, grad clip 0.5, flow shift ≈ 9.95 at 720p, AC to fit in 80 GB, FSDP2 over ranks.
     return TrainConfig(model="2.6b", lr=1e-5, warmup_steps=1000, batch_size=1, flow_shift=9.95, steps=100_000,
-                       ckpt_every=1000, precision="bf16", activation_checkpointing=True, num_workers=6,
+                       ckpt_every=1000, precision="bf16_params", activation_checkpointing=True, ffn_frame_chunk=4,
+                       num_workers=6,
                        shuffle_buffer=128, text_encoder="", ema_decay=0.9999)
 
 

@@ -2,7 +2,7 @@
 
     processes → model → AC / compile / FSDP2 → AdamW + warm-up → EMA → shard loader
     → resume (newest complete checkpoint) → loop:
-        batch → VAE / text encoder if needed → flow-matching loss (bf16 autocast on CUDA)
+        batch → VAE / text encoder if needed → flow-matching loss (bf16: autocast, or FSDP2 bf16 params)
         → backward → clip 0.5 → AdamW step → EMA → log → checkpoint
 
 Launch::
@@ -190,13 +190,14 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     if info.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps({**cfg.to_dict(), "hash": cfg.hash()}, indent=1))
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
+    autocast_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and info.device.type == "cuda")
 
     # 2. model: the same init on every rank (FSDP2 then keeps each rank's shard)
     torch.manual_seed(cfg.seed)
     model = GDNDiT(cfg.dit).to(info.device)
     model = parallelize(model, info, activation_checkpointing=cfg.activation_checkpointing,
-                        compile_blocks=cfg.compile, fsdp=cfg.fsdp)
+                        compile_blocks=cfg.compile, fsdp=cfg.fsdp, ffn_frame_chunk=cfg.ffn_frame_chunk or None,
+                        param_dtype=torch.bfloat16 if cfg.precision == "bf16_params" else None)
     if info.distributed and not cfg.fsdp:
         raise ValueError("TrainConfig: more than one rank needs fsdp=true (the model is not replicated otherwise)")
 
@@ -238,7 +239,7 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     # 6. loop
     metrics = MetricsLog(run_dir, info.rank == 0)
     rows: list[dict[str, Any]] = []
-    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    autocast = torch.autocast(info.device.type, dtype=torch.bfloat16) if autocast_bf16 else contextlib.nullcontext()
     bar = tqdm(total=cfg.steps, initial=counters["step"], disable=info.rank != 0 or not cfg.progress, desc="train")
     batches = iter(loader)
     wait_total = time_total = 0.0
