@@ -20,11 +20,19 @@ that the RSS measures the BA and its tracks rather than a T x H x W input.
 Throughput: frames per second of the whole per-clip path of (c) (decode,
 backends, fusion, tracks, BA) on this machine, one process.
 
+Throughput on a GPU machine without open3d and av (:func:`write_clips`,
+:func:`measure_throughput`): ``--write-clips DIR`` renders and decodes clips
+here and stores the decoded frames and ground truth; ``--read-clips DIR``
+times the same path of (c) without decode (BA on cuda when present), checks
+its ATE, and needs pycolmap but neither open3d nor av.
+
 Usage::
 
     python bench/annotate.py                       # 20 clips x 48 frames, ~10 min on 2 CPU cores
     python bench/annotate.py --smoke               # 2 short clips, 120/240-frame RSS: for a test
     python bench/annotate.py --clips 40 --json bench/results/annotate_h100.json --md bench/results/annotate_h100.md
+    python bench/annotate.py --write-clips .clips  # 6 clips x 48 frames at 160x96, ~11 MB
+    python bench/annotate.py --read-clips .clips   # -> bench/results/annotate_throughput.json + .md
 
 Writes JSON with a ``summary`` (the issue's four numbers, throughput, goals)
 and a markdown table.
@@ -38,13 +46,22 @@ import json
 import operator
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # the pipeline modules load lazily: --read-clips needs neither open3d nor av
+    from wmkit.annotate.bundle_adjust import BAResult
+    from wmkit.annotate.config import AnnotateConfig
+    from wmkit.annotate.fusion import FusedGeometry
+    from wmkit.annotate.tracks import Tracks
+    from wmkit.annotate.types import Prediction
 
 #: Noise levels of the perturbed backends (their option names; relative sizes are fractions).
 NOISE = {
@@ -83,14 +100,45 @@ def _cameras(c2w: np.ndarray, K: np.ndarray, fps: float, metric: bool):
     return Cameras(c2w, K, np.arange(T) / fps, np.arange(T), metric=metric)
 
 
-def evaluate_clip(row: dict, gt_root: Path, config) -> dict:
+@dataclasses.dataclass(frozen=True)
+class PathResult:
+    """What the timed per-clip path of (c) produced, and its seconds per stage."""
+
+    geo: Prediction
+    met: Prediction
+    fused: FusedGeometry
+    tracks: Tracks
+    per_frame: BAResult
+    stage_s: dict[str, float]
+
+
+def annotate_path(frames: np.ndarray, clip_id: str, gt_root: Path, config: AnnotateConfig) -> PathResult:
+    """(c) on decoded ``frames`` uint8 (T, H, W, 3): backends, fusion, SIFT tracks, BA (cuda when present)."""
+    from wmkit.annotate.backends import make_backend
+    from wmkit.annotate.bundle_adjust import bundle_adjust
+    from wmkit.annotate.fusion import fuse_depth
+    from wmkit.annotate.tracks import extract_tracks
+
+    marks = [time.perf_counter()]
+    geo = make_backend("perturbed", gt_root=gt_root, **NOISE["geometry"]).predict(frames, clip_id)
+    met = make_backend("perturbed_metric", gt_root=gt_root, **NOISE["metric"]).predict(frames, clip_id)
+    marks.append(time.perf_counter())
+    fused = fuse_depth(geo, met, config.fusion)
+    marks.append(time.perf_counter())
+    tracks = extract_tracks(frames, max_features=config.max_features, match_window=config.match_window)
+    marks.append(time.perf_counter())
+    per_frame = bundle_adjust(tracks, fused, config.ba, clip_id=clip_id)  # returns numpy: cuda work is done
+    marks.append(time.perf_counter())
+    stage_s = dict(zip(("backends", "fusion", "tracks", "bundle_adjust"), np.diff(marks).tolist()))
+    return PathResult(geo, met, fused, tracks, per_frame, stage_s)
+
+
+def evaluate_clip(row: dict, gt_root: Path, config: AnnotateConfig) -> dict:
     """Run input / a / b / c on one clip; return their camera errors and the timed path of (c)."""
     from wmkit.annotate.backends import make_backend
     from wmkit.annotate.bundle_adjust import bundle_adjust
     from wmkit.annotate.evaluate import evaluate_cameras
-    from wmkit.annotate.fusion import fuse_depth
     from wmkit.annotate.stages import decode_stage
-    from wmkit.annotate.tracks import extract_tracks
     from wmkit.datasets.cameras import Cameras
 
     clip_id = row["clip_id"]
@@ -98,11 +146,8 @@ def evaluate_clip(row: dict, gt_root: Path, config) -> dict:
     truth = Cameras.load(str(Path(extra["gt_dir"]) / "cameras.npz"))
     started = time.perf_counter()
     frames, fps = decode_stage(row, config)
-    geo = make_backend("perturbed", gt_root=gt_root, **NOISE["geometry"]).predict(frames, clip_id)
-    met = make_backend("perturbed_metric", gt_root=gt_root, **NOISE["metric"]).predict(frames, clip_id)
-    fused = fuse_depth(geo, met, config.fusion)
-    tracks = extract_tracks(frames, max_features=config.max_features, match_window=config.match_window)
-    per_frame = bundle_adjust(tracks, fused, config.ba, clip_id=clip_id)
+    path = annotate_path(frames, clip_id, gt_root, config)
+    geo, fused, tracks, per_frame = path.geo, path.fused, path.tracks, path.per_frame
     path_s = time.perf_counter() - started
     single = bundle_adjust(tracks, fused, dataclasses.replace(config.ba, per_frame_intrinsics=False), clip_id=clip_id)
     out = {
@@ -222,6 +267,141 @@ def measure_rss(num_frames: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# --- throughput from pre-decoded clips (a GPU machine without open3d and av) -------------------
+
+#: Clips --write-clips renders by default: the full run's 48 frames at 160 x 96, 3 static and
+#: 3 zooming. Frames cost ~1.5 MB a clip compressed, so 6 keep the folder near 11 MB, which fits
+#: one device call beside the 38 MB pycolmap wheel (64 MiB in all); the full run's 20 would not.
+WRITE_CLIPS = 6
+
+
+def write_clips(out: Path, clips: int, frames: int, size: tuple[int, int]) -> dict:
+    """Render synthetic clips, decode them here and write what :func:`measure_throughput` reads.
+
+    The clips are those of :func:`run` (``write_synthetic_source``, every second one zooming),
+    decoded by the pipeline's own ``decode_stage`` (mp4 at CRF 18 and back), so the frames are
+    the ones the full run times. Layout (``out`` is also the perturbed backends' ``gt_root``)::
+
+        out/index.json              clip ids, zoom, frame count and size, where and when written
+        out/<clip_id>/frames.npz    frames (T, H, W, 3) uint8 as decoded, fps
+        out/<clip_id>/cameras.npz   ground-truth Cameras, as written by write_synthetic_source
+        out/<clip_id>/depth.npz     ground-truth depth (T, H, W) as float16 metres, valid
+
+    Depth is stored as float16 (relative error < 5e-4, 0.28 MB a clip instead of 2.4 MB); the
+    perturbed backends add 2 % noise to it, and the work of every stage is unchanged.
+    """
+    from wmkit.annotate.config import preset
+    from wmkit.annotate.stages import decode_stage
+    from wmkit.annotate.synthetic_scenes import DEFAULT_ZOOM, write_synthetic_source
+
+    config = preset("laptop")
+    entries = []
+    with tempfile.TemporaryDirectory(prefix="wmkit-bench-annotate-") as tmp:
+        manifest = write_synthetic_source(
+            Path(tmp), clips, num_frames=frames, width=size[0], height=size[1], zoom_every=2
+        )
+        for row in manifest.to_dict("records"):
+            clip_id, extra = row["clip_id"], json.loads(row["extra"])
+            decoded, fps = decode_stage(row, config)
+            clip_dir = Path(out) / clip_id
+            clip_dir.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(clip_dir / "frames.npz", frames=decoded, fps=fps)
+            shutil.copyfile(Path(extra["gt_dir"]) / "cameras.npz", clip_dir / "cameras.npz")
+            with np.load(Path(extra["gt_dir"]) / "depth.npz") as gt:
+                np.savez_compressed(clip_dir / "depth.npz", depth=gt["depth"].astype(np.float16), valid=gt["valid"])
+            entries.append({"clip_id": clip_id, "zoom": float(extra["zoom"]), "frames": len(decoded)})
+    index = {
+        "clips": entries,
+        "size": list(size),
+        "zoom": DEFAULT_ZOOM,
+        "depth": "float16",
+        "written_on": _machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    (Path(out) / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return index
+
+
+def measure_throughput(clips_dir: Path) -> dict:
+    """Time (c) without decode on the clips of :func:`write_clips`; returns setup, per-clip, summary.
+
+    One process, clips in turn; the first clip runs once untimed first (CUDA context, kernels,
+    allocator). Each clip's (c) is also scored against its ground truth, outside the timing,
+    so a fast result on a broken path shows.
+    """
+    from wmkit.annotate.config import preset
+    from wmkit.annotate.evaluate import evaluate_cameras
+    from wmkit.datasets.cameras import Cameras
+
+    clips_dir = Path(clips_dir)
+    index = json.loads((clips_dir / "index.json").read_text())
+    config = preset("laptop")
+
+    def load(clip_id: str) -> tuple[np.ndarray, float]:
+        with np.load(clips_dir / clip_id / "frames.npz") as z:
+            return z["frames"], float(z["fps"])
+
+    first = index["clips"][0]["clip_id"]
+    annotate_path(load(first)[0], first, clips_dir, config)  # warm-up, not timed
+    per_clip = []
+    for entry in index["clips"]:
+        frames, fps = load(entry["clip_id"])
+        started = time.perf_counter()
+        path = annotate_path(frames, entry["clip_id"], clips_dir, config)
+        path_s = time.perf_counter() - started
+        truth = Cameras.load(str(clips_dir / entry["clip_id"] / "cameras.npz"))
+        errors = evaluate_cameras(_cameras(path.per_frame.c2w, path.per_frame.K, fps, True), truth)
+        per_clip.append({
+            **entry,
+            "frames": len(frames),
+            "path_s": path_s,
+            "stage_s": path.stage_s,
+            "ba_device": path.per_frame.stats["device"],
+            "ate_sim3_m": errors["ate_sim3_m"],
+            "focal_err_rel_mean": errors["focal_err_rel_mean"],
+            "reproj_error_px": path.per_frame.reproj_error_px,
+        })
+        print(f"{entry['clip_id']} {len(frames)} frames {path_s:.2f} s ATE {errors['ate_sim3_m']:.4f}", flush=True)
+    num_frames = sum(c["frames"] for c in per_clip)
+    return {
+        "setup": {
+            "machine": _machine(),
+            "clips_dir": str(clips_dir),
+            "clips": index,
+            "config": config.to_dict(),
+            "timed": "backends, fusion, SIFT tracks, BA of (c) per clip, one process, after one untimed warm-up clip",
+            "decode": "excluded: frames were decoded on the CPU machine by --write-clips; throughput with decode "
+            "(decode..BA, CPU) is summary.throughput_frames_per_s of bench/results/annotate.json",
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "clips": per_clip,
+        "summary": {
+            "throughput_frames_per_s": num_frames / sum(c["path_s"] for c in per_clip),
+            "frames": num_frames,
+            "ba_device": per_clip[-1]["ba_device"],
+            "stage_s": {k: sum(c["stage_s"][k] for c in per_clip) for k in per_clip[0]["stage_s"]},
+            "ate_sim3_m": _mean([c["ate_sim3_m"] for c in per_clip]),
+        },
+    }
+
+
+def throughput_markdown(result: dict) -> str:
+    """One table: frames/s without decode, seconds per stage, and the ATE check."""
+    s, cfg = result["summary"], result["setup"]
+    index = cfg["clips"]
+    stages = " / ".join(f"{k} {v:.2f}" for k, v in s["stage_s"].items())
+    return "\n".join([
+        f"# Annotation throughput without decode ({cfg['machine']})",
+        "",
+        f"{len(index['clips'])} synthetic clips, {s['frames']} frames at {index['size'][0]}x{index['size'][1]}, "
+        "decoded beforehand by `bench/annotate.py --write-clips` (decode..BA on CPU: `bench/results/annotate.json`).",
+        "",
+        "| frames/s (backends..BA) | BA device | seconds per stage | ATE Sim(3) m, (c) |",
+        "|---|---|---|---|",
+        f"| {s['throughput_frames_per_s']:.1f} | {s['ba_device']} | {stages} | {s['ate_sim3_m']:.4f} |",
+    ]) + "\n"
+
+
 # --- the run ---------------------------------------------------------------------------------
 
 
@@ -311,10 +491,18 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(clips: int, frames: int, size: tuple[int, int], rss_frames: tuple[int, int], work: Path) -> dict:
-    """The whole benchmark; returns the results dict (setup, per-clip, memory, summary)."""
+def _machine() -> str:
+    """CPU, torch and GPU of this machine, for a results header."""
     import torch
 
+    return (
+        f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU")
+    )
+
+
+def run(clips: int, frames: int, size: tuple[int, int], rss_frames: tuple[int, int], work: Path) -> dict:
+    """The whole benchmark; returns the results dict (setup, per-clip, memory, summary)."""
     from wmkit.annotate.config import preset
     from wmkit.annotate.synthetic_scenes import DEFAULT_ZOOM, write_synthetic_source
 
@@ -333,9 +521,7 @@ def run(clips: int, frames: int, size: tuple[int, int], rss_frames: tuple[int, i
     memory = {n: measure_rss(n) for n in rss_frames}
     return {
         "setup": {
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-            + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"),
+            "machine": _machine(),
             "clips": clips,
             "zoom_clips": int((manifest["extra"].map(lambda e: json.loads(e)["zoom"]) > 0).sum()),
             "zoom": DEFAULT_ZOOM,
@@ -351,27 +537,53 @@ def run(clips: int, frames: int, size: tuple[int, int], rss_frames: tuple[int, i
     }
 
 
+def _write(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` (folders made, one final newline)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + ("\n" if not text.endswith("\n") else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips", type=int, default=20)
+    parser.add_argument("--clips", type=int, help=f"number of clips: 20, or {WRITE_CLIPS} with --write-clips")
     parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--smoke", action="store_true", help="2 clips of 12 frames at 128x80, 120/240-frame RSS cases")
-    parser.add_argument("--json", default="bench/results/annotate.json")
-    parser.add_argument("--md", default="bench/results/annotate.md")
+    parser.add_argument(
+        "--smoke", action="store_true", help="2 clips of 12 frames at 128x80 (also --write-clips), 120/240-frame RSS"
+    )
+    parser.add_argument("--write-clips", metavar="DIR", help="render and decode throughput clips into DIR, then stop")
+    parser.add_argument("--read-clips", metavar="DIR", help="only the throughput, without decode, on DIR's clips")
+    parser.add_argument("--json", help="default bench/results/annotate.json (annotate_throughput.json: --read-clips)")
+    parser.add_argument("--md", help="default bench/results/annotate.md (annotate_throughput.md: --read-clips)")
     parser.add_argument("--rss-case", type=int, help=argparse.SUPPRESS)  # internal: one memory case, JSON on stdout
     args = parser.parse_args(argv)
     if args.rss_case:
         print(json.dumps(_rss_case(args.rss_case)))
         return 0
+    if args.write_clips:
+        if args.smoke:
+            clips, frames, size = 2, 12, (128, 80)
+        else:
+            clips, frames, size = args.clips or WRITE_CLIPS, args.frames, (160, 96)
+        index = write_clips(Path(args.write_clips), clips, frames, size)
+        total = sum(f.stat().st_size for f in Path(args.write_clips).rglob("*") if f.is_file())
+        shape = f"{len(index['clips'])} clips x {frames} frames at {size[0]}x{size[1]}"
+        print(f"{shape}: {total / 1e6:.1f} MB in {args.write_clips}")
+        return 0
+    if args.read_clips:
+        result = measure_throughput(Path(args.read_clips))
+        text = throughput_markdown(result)
+        _write(args.json or "bench/results/annotate_throughput.json", json.dumps(result, indent=1, default=float))
+        _write(args.md or "bench/results/annotate_throughput.md", text)
+        print(text)
+        return 0
     if args.smoke:
         clips, frames, size, rss_frames = 2, 12, (128, 80), (120, 240)
     else:
-        clips, frames, size, rss_frames = args.clips, args.frames, (160, 96), (600, 3600)
+        clips, frames, size, rss_frames = args.clips or 20, args.frames, (160, 96), (600, 3600)
     with tempfile.TemporaryDirectory(prefix="wmkit-bench-annotate-") as tmp:
         result = run(clips, frames, size, rss_frames, Path(tmp))
-    for path, text in ((args.json, json.dumps(result, indent=1, default=float)), (args.md, markdown(result))):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text + ("\n" if not text.endswith("\n") else ""))
+    _write(args.json or "bench/results/annotate.json", json.dumps(result, indent=1, default=float))
+    _write(args.md or "bench/results/annotate.md", markdown(result))
     print(markdown(result))
     return 0
 
