@@ -9,6 +9,7 @@
 #   bash bench/gpu_session.sh geometry   # bench/geometry.py   -> bench/results/geometry.json + .md
 #   bash bench/gpu_session.sh render     # bench/render.py --refiner random:sd-turbo -> bench/results/render.json + .md
 #   bash bench/gpu_session.sh train      # bench/train.py      -> bench/results/train.json
+#   bash bench/gpu_session.sh annotate   # bench/annotate.py --read-clips .clips -> bench/results/annotate_throughput.json + .md
 #   bash bench/gpu_session.sh tests:240 render:330   # several stages in one call, each under a time limit (s)
 #   ARGS_geometry="--no-compile --profile" bash bench/gpu_session.sh geometry   # extra arguments for a stage
 #
@@ -16,6 +17,12 @@
 # (git-ignored) and name .whl in the call's carry list:
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl gsplat==1.5.3
+#
+# The annotate stage also lacks open3d and av there: render and decode its clips on the CPU machine
+# into .clips/ (git-ignored, ~11 MB), put only the pycolmap wheel (38 MB) in .whl/, and carry both:
+#
+#   python bench/annotate.py --write-clips .clips
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 -d .whl pycolmap==4.2.1
 #
 # Each stage copies what it wrote, and its log, into $OUT (one .tgz) when $OUT is set.
 set -uo pipefail
@@ -47,6 +54,7 @@ for arg in "$@"; do
         geometry) cmd=(python3 bench/geometry.py) ;;
         render)   cmd=(python3 bench/render.py --refiner random:sd-turbo) ;;
         train)    cmd=(python3 bench/train.py) ;;
+        annotate) cmd=(python3 bench/annotate.py --read-clips .clips) ;;
         *) echo "unknown stage $stage" >&2; exit 2 ;;
     esac
     extra=ARGS_$stage
