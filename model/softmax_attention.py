@@ -6,9 +6,12 @@ channels (Pᵀ on q, P⁻¹ on k and v, P on the output) and RoPE on the other h
 a zero-initialised output projection; added to the main output before the shared
 output projection, so at init the layer is plain softmax attention.
 
-Chunk-causal mode uses a block-causal mask over chunks: a token sees every token of its
-own and earlier chunks. A rollout keeps the RoPE'd/UCPE'd keys and values of earlier
-chunks in a KV cache, which every token of the current call sees.
+Chunk-causal mode is block-causal over chunks: a token sees every token of its own and
+earlier chunks. No [N, N] mask is built: each chunk's queries attend, unmasked, to the key
+prefix that ends with their chunk (`chunk_spans`, `chunk_causal_attention`), so SDPA may
+pick its flash/memory-efficient kernels and skips the masked-out half. A rollout keeps the
+RoPE'd/UCPE'd keys and values of earlier chunks in a KV cache, which every token of the
+current call sees (it leads every key prefix).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from torch import nn
 
 from .config import DiTConfig
 from .context_parallel import CPContext
-from .frame_shift import chunk_ids
 from .gdn_attention import AttentionMode, Positions
 from .layers import RMSNorm
 from .positional import apply_rope
@@ -37,16 +39,28 @@ class KVCache:
     v_cam: torch.Tensor
 
 
-def block_causal_mask(chunks: torch.Tensor, S: int, cached: int, keys: torch.Tensor | None = None) -> torch.Tensor:
-    """[T·S, cached + N·S] bool, True where a query token may attend to a key token.
+def chunk_spans(chunk_sizes: list[int], frames: tuple[int, int], S: int, cached: int = 0) -> list[tuple[int, int, int]]:
+    """Token spans (q_start, q_stop, k_stop) of block-causal attention, one per chunk that
+    meets the query frames [a, b) of a clip laid out in `chunk_sizes`: query tokens
+    [q_start, q_stop) (counted from frame a) see keys [0, k_stop): the `cached` tokens
+    first, then the clip's frames up to the end of their chunk, S tokens each."""
+    a, b = frames
+    if not 0 <= a < b <= sum(chunk_sizes):
+        raise ValueError(f"chunk_spans: frames [{a}, {b}) are not a slice of chunks {chunk_sizes}")
+    spans, end = [], 0
+    for size in chunk_sizes:
+        begin, end = end, end + size
+        lo, hi = max(begin, a), min(end, b)
+        if lo < hi:
+            spans.append(((lo - a) * S, (hi - a) * S, cached + end * S))
+    return spans
 
-    chunks: [T] chunk index per frame of this call's queries; keys: [N] chunk index per
-    frame of its keys (default: the query frames; context parallelism: the whole clip's);
-    cached keys are always visible."""
-    tok = torch.repeat_interleave(chunks, S)
-    key = tok if keys is None else torch.repeat_interleave(keys, S)
-    within = tok[:, None] >= key[None, :]
-    return torch.cat([within.new_ones(tok.numel(), cached), within], 1)
+
+def chunk_causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
+    """q [B, H, Nq, D] against k, v [B, H, Nk, D]: each span's queries attend to its key prefix
+    (`chunk_spans`), one unmasked SDPA call per span. Returns [B, H, Nq, D]."""
+    outs = [F.scaled_dot_product_attention(q[:, :, qa:qb], k[:, :, :kb], v[:, :, :kb]) for qa, qb, kb in spans]
+    return outs[0] if len(outs) == 1 else torch.cat(outs, 2)
 
 
 class SoftmaxAttention(nn.Module):
@@ -69,10 +83,11 @@ class SoftmaxAttention(nn.Module):
         e = x.new_zeros(x.shape[0], self.heads, 0, self.head_dim)
         return KVCache(e, e, e, e)
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """q: [B, T, S, H, D] → SDPA against k, v [B, H, N, D] → [B, T, S, H, D]."""
+    @staticmethod
+    def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spans: list[tuple[int, int, int]]) -> torch.Tensor:
+        """q: [B, T, S, H, D] against k, v [B, H, N, D] over `spans` → [B, T, S, H, D]."""
         B, T, S, H, D = q.shape
-        o = F.scaled_dot_product_attention(q.reshape(B, T * S, H, D).transpose(1, 2), k, v, attn_mask=mask)
+        o = chunk_causal_attention(q.reshape(B, T * S, H, D).transpose(1, 2), k, v, spans)
         return o.transpose(1, 2).reshape(B, T, S, H, D)
 
     def forward(
@@ -85,28 +100,30 @@ class SoftmaxAttention(nn.Module):
         state: KVCache,
         cp: CPContext | None = None,
     ) -> tuple[torch.Tensor, KVCache]:
-        """x: [B, T, S, C]; chunks: [T] chunk index per frame; state: keys/values of
-        earlier chunks. Returns (out [B, T, S, C], cache extended by this call).
+        """x: [B, T, S, C]; chunk_sizes: frames per chunk of this call (chunk_causal);
+        chunks: unused (the GDN layer's signature; the layout comes from chunk_sizes);
+        state: keys/values of earlier chunks. Returns (out [B, T, S, C], cache extended by
+        this call).
 
-        With `cp`, x is this rank's frame slice (chunks: its frames first, chunk_sizes: the
-        clip's layout); keys and values of every rank are all-gathered, no cache is kept."""
+        With `cp`, x is this rank's frame slice and chunk_sizes the clip's layout; keys and
+        values of every rank are all-gathered, no cache is kept."""
         B, T, S, C = x.shape
         H, D = self.heads, self.head_dim
         heads = lambda t: t.unflatten(-1, (H, D))  # noqa: E731
         flat = lambda t: t.reshape(B, T * S, H, D).transpose(1, 2)  # noqa: E731
         if cp is None:
             extend = lambda cached, t: torch.cat([cached, flat(t)], 2)  # noqa: E731
-            keys = None
+            frames, total, cached = (0, T), T, state.k.shape[2]
         else:
             extend = lambda cached, t: cp.exchange.gather_tokens(flat(t))  # noqa: E731
-            keys = chunk_ids(chunk_sizes, x.device)
-        mask = None if mode == "bidirectional" else block_causal_mask(chunks[:T], S, state.k.shape[2], keys).to(x.device)
+            frames, total, cached = cp.frames, cp.total, 0
+        spans = chunk_spans([total] if mode == "bidirectional" else chunk_sizes, frames, S, cached)
 
         q, k, v = self.qkv(x).chunk(3, -1)
         q = apply_rope(heads(self.q_norm(q)), *pos.rope)
         k = apply_rope(heads(self.k_norm(k)), *pos.rope)
         k_all, v_all = extend(state.k, k), extend(state.v, heads(v))
-        o = self._attend(q, k_all, v_all, mask)
+        o = self._attend(q, k_all, v_all, spans)
 
         qc, kc, vc = self.qkv_cam(x).chunk(3, -1)
         qc, kc, vc = heads(self.q_norm_cam(qc)), heads(self.k_norm_cam(kc)), heads(vc)
@@ -114,7 +131,7 @@ class SoftmaxAttention(nn.Module):
         qc = torch.cat([pos.ucpe.query(qc)[..., :half], apply_rope(qc[..., half:], *pos.rope_half)], -1)
         kc = torch.cat([pos.ucpe.key(kc)[..., :half], apply_rope(kc[..., half:], *pos.rope_half)], -1)
         kc_all, vc_all = extend(state.k_cam, kc), extend(state.v_cam, pos.ucpe.key(vc))
-        oc = pos.ucpe.output(self._attend(qc, kc_all, vc_all, mask))
+        oc = pos.ucpe.output(self._attend(qc, kc_all, vc_all, spans))
 
         out = self.proj(o.flatten(-2) + self.out_cam(oc.flatten(-2)))
         return out, (KVCache(k_all, v_all, kc_all, vc_all) if cp is None else state)

@@ -54,6 +54,15 @@ def clip_inputs(B: int = 2, T_latent: int = 7, seed: int = 1, text_len: int = 5)
     }
 
 
+def block_causal_mask(query_chunks: torch.Tensor, key_chunks: torch.Tensor, S: int, cached: int = 0) -> torch.Tensor:
+    """The dense oracle of chunk-causal attention: [Nq, cached + Nk] bool, True where a query
+    token may attend; query_chunks / key_chunks: chunk index per frame, S tokens each;
+    the `cached` keys before the clip's are always visible."""
+    q, k = (torch.repeat_interleave(c, S) for c in (query_chunks, key_chunks))
+    within = q[:, None] >= k[None, :]
+    return torch.cat([within.new_ones(q.numel(), cached), within], 1)
+
+
 @pytest.fixture
 def single_thread():
     """Run a test on one intra-op thread: the tiny model's ops take microseconds, and on a

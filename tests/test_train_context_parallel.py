@@ -10,9 +10,10 @@ import torch.distributed as dist
 
 from _dist_fixtures import spawn_collect
 from _gdn_fixtures import NAMES, gdn_inputs
+from _model_fixtures import block_causal_mask
 from wmkit.kernels import chunk_sizes_for, frame_gdn_ref
 from wmkit.kernels.scan import frame_gdn_context_parallel, slice_chunks
-from wmkit.model.softmax_attention import block_causal_mask
+from wmkit.model.softmax_attention import chunk_spans
 from wmkit.train.parallel import GroupExchange, context_parallel_attention, context_parallel_gdn, frame_slice
 
 B, T, S, H, D = 1, 11, 6, 2, 8
@@ -57,12 +58,14 @@ def _attention_errors(rank: int, mode: str) -> dict[str, float]:
     q, k, v = (torch.randn(B, H, T * S, D, generator=g, requires_grad=True) for _ in range(3))
     do = torch.randn(B, H, T * S, D, generator=g)
     chunks = torch.repeat_interleave(torch.arange(3), torch.tensor(chunk_sizes_for(T)))
-    mask = None if mode == "bidirectional" else block_causal_mask(chunks, S, 0)
+    mask = None if mode == "bidirectional" else block_causal_mask(chunks, chunks, S)
     full = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     full_grads = torch.autograd.grad((full * do).sum(), (q, k, v))
-    lo, hi = (s * S for s in frame_slice(T, rank, 2))
+    frames = frame_slice(T, rank, 2)  # [0, 6) | [6, 11): rank 1's first frame ends chunk [4, 7)
+    lo, hi = (s * S for s in frames)
     local = [x.detach()[:, :, lo:hi].clone().requires_grad_() for x in (q, k, v)]
-    out = context_parallel_attention(*local, mask=None if mask is None else mask[lo:hi])
+    spans = None if mask is None else chunk_spans(chunk_sizes_for(T), frames, S)
+    out = context_parallel_attention(*local, spans=spans)
     grads = torch.autograd.grad((out * do[:, :, lo:hi]).sum(), local)
     errs = {f"{mode} out": (out - full[:, :, lo:hi]).abs().max().item()}
     for name, gr, fg in zip("qkv", grads, full_grads):

@@ -11,7 +11,8 @@ Context parallelism (frames of one clip split over ranks, contiguous slices in r
   slice, and the later ones' reverse composites into the reverse state leaving it
   (`wmkit.kernels.frame_gdn_context_parallel`); every mode, slices may cut chunks.
 - softmax attention: `context_parallel_attention` — keys and values are all-gathered
-  (differentiably) so each rank attends its queries to the whole clip.
+  (differentiably) so each rank attends its queries to the whole clip (chunk-causal: to the
+  key prefix of each query chunk, no mask).
 - the whole `GDNDiT`: `cp_context` gives the model a `CPContext` whose `GroupExchange` does
   the frame-conv halos, the K/V all-gather and the GDN exchange (`model/context_parallel.py`).
 
@@ -39,6 +40,7 @@ except ImportError:  # torch < 2.13 (the GPU image's 2.11) names it all_gather_t
 
 from wmkit.kernels import frame_gdn_context_parallel, frame_gdn_ref
 from wmkit.model.context_parallel import CPContext
+from wmkit.model.softmax_attention import chunk_causal_attention
 
 
 @dataclass(frozen=True)
@@ -207,15 +209,18 @@ def gather_tokens(x: torch.Tensor, group: dist.ProcessGroup | None = None) -> to
 
 
 def context_parallel_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
-                               mask: torch.Tensor | None = None,
+                               spans: list[tuple[int, int, int]] | None = None,
                                group: dist.ProcessGroup | None = None) -> torch.Tensor:
     """Softmax attention of this rank's query tokens against every rank's keys and values.
 
-    q, k, v: [B, H, N_local, D] (this rank's tokens, slices in rank order); mask: [N_local,
-    N_total] bool (True = may attend) or None. The all-gather is differentiable, so key and
-    value gradients flow back to the rank that owns them. Returns [B, H, N_local, D]."""
+    q, k, v: [B, H, N_local, D] (this rank's tokens, slices in rank order); spans: block-causal
+    key prefixes of this rank's queries in global token indexes (`chunk_spans` of its frames)
+    or None (every key). The all-gather is differentiable, so key and value gradients flow
+    back to the rank that owns them. Returns [B, H, N_local, D]."""
     k_all, v_all = gather_tokens(k, group), gather_tokens(v, group)
-    return F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+    if spans is None:
+        return F.scaled_dot_product_attention(q, k_all, v_all)
+    return chunk_causal_attention(q, k_all, v_all, spans)
 
 
 class GroupExchange:
