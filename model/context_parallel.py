@@ -8,7 +8,7 @@ slice of the unsplit forward, in both modes. What looks across frames gets its n
     k frame conv     halo: 3 frames each side from the neighbouring slices (zeros at the clip ends)
     FFN time conv    halo: 1 frame each side
     GDN op           forward composite in, reverse composite in (kernels/scan.py)
-    softmax          keys/values all-gathered; block-causal mask in global frame indexes
+    softmax          keys/values all-gathered; each query chunk sees the key prefix ending with its global chunk
     RoPE, chunk ids  global frame indexes [start, stop); per-frame timesteps and cameras: the slice's
 
 The model never imports torch.distributed (STYLE §1): the collectives come in as a
