@@ -92,11 +92,14 @@ def apply_ffn_frame_chunks(model: nn.Module, frames: int) -> None:
 def single_process_group(device: torch.device) -> None:
     """A process group of one (nccl on CUDA, gloo on CPU), so FSDP2 can wrap a model trained
     by a plain `python` process for its mixed precision."""
-    if not dist.is_initialized():
-        cuda = device.type == "cuda"
-        index = device.index if device.index is not None else torch.cuda.current_device() if cuda else None
-        dist.init_process_group("nccl" if cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1,
-                                device_id=torch.device("cuda", index) if cuda else None)  # nccl needs an index
+    if dist.is_initialized():
+        return
+    if device.type == "cuda":  # nccl needs a device with an index
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1,
+                                device_id=torch.device("cuda", index))
+    else:
+        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
 
 
 def apply_compile(model: nn.Module) -> None:
