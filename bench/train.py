@@ -21,6 +21,9 @@ Cases:
   (QKᵀ and AV), GDN blocks per frame and head 2·S·D²·5 (three Gram products, the forward and
   reverse outputs) + 4·D³ (state and normaliser updates), main and camera branch each.
   A bf16 8192² matmul is timed in the same run as the achievable ceiling (`matmul_tflops`).
+  On a GPU larger than an H100 the case's allocator is capped at `--memory-cap-gb` (80 GB,
+  below the H100's 85 GB), so "fits" means fits on an H100; `--profile` adds the top operators
+  of one step by GPU time (where the step's time goes).
 - `loader_tiny`, `loader_small` — `wmkit.train.train` on generated latent shards: samples/s
   and the fraction of step time spent waiting for data (goal: below 5 %).
 
@@ -39,6 +42,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -56,6 +60,7 @@ from wmkit.train.trainer import train
 H100_BF16_DENSE_FLOPS = 989e12
 FFN_FRAME_CHUNK = 4  # 3,520 tokens per FFN recomputation: ~0.5 GB of 6×-wide intermediates
 ARTICLE_PEAK_MEM_GB = 74.7
+MEMORY_CAP_GB = 80.0
 
 
 def model_flops(cfg: DiTConfig, params: int, frames: int, tokens_per_frame: int) -> float:
@@ -102,7 +107,7 @@ def _clip_cameras(B: int, frames: int, image_hw: tuple[int, int]) -> tuple[torch
 
 
 def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torch.device, steps: int,
-               warmup: int, optimizer: bool = True) -> dict:
+               warmup: int, optimizer: bool = True, profile: bool = False) -> dict:
     """Time training steps of one clip on one device (see `step_2p6b` in the module docstring):
     forward, backward, grad clip and, with `optimizer`, AdamW (whose fp32 states, 8 bytes a
     parameter, FSDP shards over ranks)."""
@@ -152,12 +157,27 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     step_s = statistics.median(times)
     flops = model_flops(cfg, params, frames, Hl * Wl)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-    return {"model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
+    extra = {"profile": profile_step(step, device)} if profile else {}
+    return {**extra, "model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
             "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
             "tokens": frames * Hl * Wl, "step_s": step_s, "step_times_s": times,
             "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
             "mfu": flops / (step_s * H100_BF16_DENSE_FLOPS), "peak_mem_gb": peak,
             "article_peak_mem_gb": ARTICLE_PEAK_MEM_GB}
+
+
+def profile_step(step: Callable[[], float], device: torch.device) -> str:
+    """torch.profiler's top operators of one more `step`, by GPU time (CPU time without one)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        step()
+        _sync(device)
+    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    table = prof.key_averages().table(sort_by=sort, row_limit=25)
+    print(table, flush=True)
+    return table
 
 
 def write_latent_shards(out: Path, clips: int, frames: int, grid: tuple[int, int], text_dim: int) -> Path:
@@ -199,10 +219,14 @@ def bench_loader(model_name: str, frames: int, grid: tuple[int, int], steps: int
             "samples_per_s": sum(batch_size for _ in timed) / total, "stall_fraction": wait / total}
 
 
-def _step_case(frames: int, optimizer: bool, queue) -> None:
+def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, queue) -> None:
     device = torch.device("cuda")
+    total = torch.cuda.get_device_properties(device).total_memory
+    if total > cap_gb * 1e9:
+        torch.cuda.set_per_process_memory_fraction(cap_gb * 1e9 / total, device)
     try:
-        queue.put(bench_step("2.6b", frames, (22, 40), device, steps=3, warmup=1, optimizer=optimizer))
+        result = bench_step("2.6b", frames, (22, 40), device, steps=3, warmup=1, optimizer=optimizer, profile=profile)
+        queue.put({**result, "memory_cap_gb": min(cap_gb, total / 1e9)})
     except torch.OutOfMemoryError as err:
         queue.put({"model": "2.6b", "latent_frames": frames, "optimizer": "AdamW" if optimizer else "none",
                    "error": f"out of memory: {str(err).splitlines()[0]}", "step_s": float("nan"),
@@ -210,12 +234,13 @@ def _step_case(frames: int, optimizer: bool, queue) -> None:
                    "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9})
 
 
-def bench_step_or_oom(frames: int, optimizer: bool) -> dict:
+def bench_step_or_oom(frames: int, optimizer: bool, cap_gb: float = MEMORY_CAP_GB, profile: bool = False) -> dict:
     """`bench_step` of the 2.6b preset on `frames` latent frames of 720p in a fresh process (so
-    one case's memory never leaks into the next); an out-of-memory is recorded with its peak."""
+    one case's memory never leaks into the next) whose allocator may use at most `cap_gb`;
+    an out-of-memory is recorded with its peak."""
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_step_case, args=(frames, optimizer, queue))
+    proc = ctx.Process(target=_step_case, args=(frames, optimizer, cap_gb, profile, queue))
     proc.start()
     while True:  # poll, so that a child that dies without a result (a crash) is reported at once
         try:
@@ -236,6 +261,9 @@ def main() -> None:
     parser.add_argument("--steps-2p6b", default="121f_adamw,121f_fwdbwd,61f_fwdbwd",
                         help="which 2.6b cases to run, in order (FRAMESf_adamw or FRAMESf_fwdbwd)")
     parser.add_argument("--no-loaders", action="store_true", help="skip the loader cases")
+    parser.add_argument("--memory-cap-gb", type=float, default=MEMORY_CAP_GB,
+                        help="allocator limit of a 2.6b case on a larger GPU (default: 80, an H100's budget)")
+    parser.add_argument("--profile", action="store_true", help="add one profiled step to each 2.6b case")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -243,6 +271,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     results = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "matmul_tflops": matmul_tflops(device),
                "cases": {}}  # fmt: skip
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the matmul's memory: the step cases run in child processes
 
     def record(case: str, result: dict) -> None:
         """Add a case and rewrite the results file (a run cut short keeps the cases it finished)."""
@@ -271,7 +301,8 @@ def main() -> None:
         # is timed too (the step's compute, for MFU), and a 30-s clip (61 latent frames).
         for case in args.steps_2p6b.split(","):
             frames, kind = case.split("f_")
-            record(f"step_2p6b_{case}", bench_step_or_oom(int(frames), kind == "adamw"))
+            record(f"step_2p6b_{case}", bench_step_or_oom(int(frames), kind == "adamw", args.memory_cap_gb,
+                                                           args.profile))
         if not args.no_loaders:
             record("loader_tiny", bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4))
             record("loader_small", bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4))
