@@ -220,7 +220,7 @@ def bench_loader(model_name: str, frames: int, grid: tuple[int, int], steps: int
 
 
 def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, queue) -> None:
-    device = torch.device("cuda")
+    device = torch.device("cuda", 0)
     total = torch.cuda.get_device_properties(device).total_memory
     if total > cap_gb * 1e9:
         torch.cuda.set_per_process_memory_fraction(cap_gb * 1e9 / total, device)
@@ -308,7 +308,7 @@ def main() -> None:
             record("loader_small", bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4))
     print(f"{'case':<14} {'model':<6} {'step s':>8} {'tokens/s':>10} {'MFU':>6} {'mem GB':>7} {'samples/s':>10} {'stall':>6}")
     for case, r in results["cases"].items():
-        if case.startswith("step"):
+        if case.startswith("step") and "error" not in r:
             print(f"{case:<14} {r['model']:<6} {r['step_s']:8.3f} {r['tokens_per_s']:10.0f} {r['mfu'] or float('nan'):6.1%} "
                   f"{r['peak_mem_gb'] or float('nan'):7.1f}")
     for case, r in results["cases"].items():
