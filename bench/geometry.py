@@ -140,11 +140,24 @@ def _case(fn: Callable[..., dict], *args: object) -> dict:
 
 
 def run(smoke: bool, long_frames: int, fps_frames: int, compile_modes: tuple[bool, ...],
-        nets: tuple[str, ...] = ("pi3x", "moge2"), profile: bool = False) -> dict:
-    """Every case for ``nets``; returns the result with its ``summary`` (and ``profiles`` when asked)."""
+        nets: tuple[str, ...] = ("pi3x", "moge2"), profile: bool = False,
+        save: Callable[[dict], None] | None = None) -> dict:
+    """Every case for ``nets``; returns the result with its ``summary`` (and ``profiles`` when asked).
+    ``save`` gets the result so far after each case (a run cut short keeps what it measured)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     sizes = SMOKE_SIZES if smoke else SIZES
     cases, profiles = [], {}
+
+    def result() -> dict:
+        return {"summary": summarise(cases, device), "smoke": smoke, "torch": torch.__version__,
+                "platform": platform.platform(), "long_frames": long_frames, "fps_frames": fps_frames,
+                "sizes_hw": sizes, "cases": cases, "profiles": profiles}
+
+    def done(case: dict) -> None:
+        cases.append(case)
+        print(json.dumps(case), flush=True)
+        if save is not None:
+            save(result())
     for net in nets:
         warmup = (4 if smoke else 16) if net == "pi3x" else (2 if smoke else 8)
         if profile:
@@ -153,18 +166,14 @@ def run(smoke: bool, long_frames: int, fps_frames: int, compile_modes: tuple[boo
         for compiled in compile_modes:
             model = build(net, smoke, device, compiled)
             for size, hw in sizes.items():
-                result = _case(time_stream, net, model, fps_frames, hw, warmup, smoke)
-                cases.append({"net": net, "case": "fps", "size": size, "compiled": compiled, **result})
-                print(json.dumps(cases[-1]), flush=True)
-            result = _case(time_stream, net, model, long_frames, sizes["720p"], warmup, smoke)
-            cases.append({"net": net, "case": "long", "size": "720p", "compiled": compiled, **result})
-            print(json.dumps(cases[-1]), flush=True)
+                timed = _case(time_stream, net, model, fps_frames, hw, warmup, smoke)
+                done({"net": net, "case": "fps", "size": size, "compiled": compiled, **timed})
+            timed = _case(time_stream, net, model, long_frames, sizes["720p"], warmup, smoke)
+            done({"net": net, "case": "long", "size": "720p", "compiled": compiled, **timed})
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    return {"summary": summarise(cases, device), "smoke": smoke, "torch": torch.__version__,
-            "platform": platform.platform(), "long_frames": long_frames, "fps_frames": fps_frames,
-            "sizes_hw": sizes, "cases": cases, "profiles": profiles}
+    return result()
 
 
 def _device_name(device: torch.device) -> str:
@@ -217,11 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     nets = tuple(n for n in args.nets.split(",") if n)
     if set(nets) - {"pi3x", "moge2"}:
         parser.error(f"--nets: unknown network in {args.nets!r} (pi3x, moge2)")
-    result = run(args.smoke, long_frames, fps_frames, modes, nets, args.profile)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+
+    def save(result: dict) -> None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(result))
+
+    print(markdown(run(args.smoke, long_frames, fps_frames, modes, nets, args.profile, save)))
     return 0
 
 

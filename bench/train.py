@@ -10,9 +10,10 @@ Cases:
 
 - `step_2p6b` — the 2.6b preset, one 61-s 720p clip per step: 121 latent frames × 22 × 40 =
   880 tokens (704×1280 px), AdamW, FSDP2's bf16 mixed precision on one process (fp32 weights,
-  gradients and AdamW states; bf16 blocks and AC inputs; no autocast), AC per block with the
-  FFN recomputed inside it in chunks of `FFN_FRAME_CHUNK` frames (`bench/activation_memory.py`
-  counts what each saves). Before timing, the loss and
+  gradients and AdamW states, fused AdamW; bf16 blocks and AC inputs; no autocast), AC per
+  block that keeps the self-attention outputs (`keep_attention`) with the FFN recomputed
+  inside it in chunks of `FFN_FRAME_CHUNK` frames (`bench/activation_memory.py` counts what
+  each saves). Before timing, the loss and
   every gradient must be finite (no speed is reported on a red gate). Reported: step time,
   tokens/s, peak memory (against the article's 74.7 GB), and MFU = model FLOPs / (step time
   × 989 TFLOP/s, the H100 SXM dense bf16 peak). Model FLOPs per step (`model_flops`):
@@ -116,8 +117,8 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     model = GDNDiT(cfg).to(device)
     params = sum(p.numel() for p in model.parameters())
     parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=False, fsdp=True,
-                param_dtype=torch.bfloat16, ffn_frame_chunk=FFN_FRAME_CHUNK)
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-5) if optimizer else None
+                param_dtype=torch.bfloat16, ffn_frame_chunk=FFN_FRAME_CHUNK, keep_attention=True)
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda") if optimizer else None
     g = torch.Generator(device=device).manual_seed(0)
     Hl, Wl = grid
     image_hw = (32 * Hl, 32 * Wl)

@@ -11,7 +11,9 @@ import torch
 
 from _dist_fixtures import spawn_collect
 from _model_fixtures import clip_inputs, single_thread, tiny_model  # noqa: F401 (fixture)
-from wmkit.train.parallel import DistInfo, parallelize
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from wmkit.train.parallel import _SDPA_OPS, DistInfo, parallelize
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
@@ -34,6 +36,37 @@ def test_ffn_frame_chunks_match_the_whole_clip(single_thread):
         assert grads.keys() == ref_grads.keys()
         for name, grad in grads.items():
             torch.testing.assert_close(grad, ref_grads[name], msg=lambda m, n=name: f"{mode} {n}: {m}")
+
+
+class _CountSelfAttention(TorchDispatchMode):
+    """Counts softmax self-attention SDPA calls (as many keys as queries) under the mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in _SDPA_OPS and args[1].shape[-2] >= args[0].shape[-2]:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_keeping_attention_outputs_skips_their_recomputation_and_keeps_the_math(single_thread):
+    inputs = clip_inputs(B=1, T_latent=5)
+    counts = {}
+    results = {}
+    for keep in (False, True):
+        model = parallelize(tiny_model(), CPU, activation_checkpointing=True, compile_blocks=False, fsdp=False,
+                            ffn_frame_chunk=2, keep_attention=keep)
+        with _CountSelfAttention() as counter:
+            results[keep] = _loss_and_grads(model, inputs, "chunk_causal")
+        counts[keep] = counter.calls
+    (out, grads), (ref, ref_grads) = results[True], results[False]
+    torch.testing.assert_close(out, ref)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], msg=lambda m, n=name: f"{n}: {m}")
+    # plain AC runs each self-attention forward twice (forward, recomputation), kept outputs once
+    assert counts[True] >= 2 * len(tiny_model().cfg.softmax_blocks) and counts[False] == 2 * counts[True]
 
 
 def _mixed_precision_step(rank: int, port: int, results: dict) -> None:

@@ -101,6 +101,10 @@ class TrainConfig:
     """Recompute each block's activations in the backward (needed for 2.6b at 720p)."""
     ffn_frame_chunk: int = 0
     """Recompute the FFN's per-frame part this many latent frames at a time (0: off; exact)."""
+    ac_keep_attention: bool = False
+    """With activation checkpointing, save the softmax self-attention outputs instead of
+    recomputing them (selective AC: ~0.5 GB per softmax block and branch at 121 × 880 tokens,
+    one SDPA forward fewer each)."""
     compile: bool = False
     """torch.compile each block."""
     context_parallel: int = 1
@@ -191,7 +195,7 @@ def _sana_wm_2p6b_720p_61s_h100() -> TrainConfig:
     # AdamW lr 1e-5, grad clip 0.5, flow shift ≈ 9.95 at 720p, AC to fit in 80 GB, FSDP2 over ranks.
     return TrainConfig(model="2.6b", lr=1e-5, warmup_steps=1000, batch_size=1, flow_shift=9.95, steps=100_000,
                        ckpt_every=1000, precision="bf16_params", activation_checkpointing=True, ffn_frame_chunk=4,
-                       num_workers=6,
+                       ac_keep_attention=True, num_workers=6,
                        shuffle_buffer=128, text_encoder="", ema_decay=0.9999)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable
 
 import torch
@@ -33,6 +34,7 @@ from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
 try:
     from torch.distributed._functional_collectives import all_gather_single_autograd
 except ImportError:  # torch < 2.13 (the GPU image's 2.11) names it all_gather_tensor_autograd
@@ -73,10 +75,28 @@ def init_distributed() -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def apply_activation_checkpointing(model: nn.Module) -> None:
-    """Wrap every transformer block so its activations are recomputed in the backward."""
+_SDPA_OPS = {getattr(torch.ops.aten, name).default for name in (
+    "_scaled_dot_product_cudnn_attention", "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_efficient_attention", "_scaled_dot_product_flash_attention_for_cpu",
+) if hasattr(torch.ops.aten, name)}
+
+
+def _keep_self_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> CheckpointPolicy:
+    """Selective-AC policy: save the outputs of softmax self-attention (as many keys as queries
+    or more; the quadratic part of a block, ~half of a 2.6b step at 121 frames), recompute the
+    rest; cross-attention to the caption (few keys) is cheap to recompute."""
+    if op in _SDPA_OPS and args[1].shape[-2] >= args[0].shape[-2]:
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def apply_activation_checkpointing(model: nn.Module, keep_attention: bool = False) -> None:
+    """Wrap every transformer block so its activations are recomputed in the backward;
+    `keep_attention` saves the self-attention outputs instead (`_keep_self_attention`:
+    ~0.5 GB per softmax block and branch at 121 × 880 tokens, for one SDPA forward fewer each)."""
+    context = {"context_fn": partial(create_selective_checkpoint_contexts, _keep_self_attention)} if keep_attention else {}
     for i, block in enumerate(model.blocks):
-        model.blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False)
+        model.blocks[i] = checkpoint_wrapper(block, preserve_rng_state=False, **context)
 
 
 def apply_ffn_frame_chunks(model: nn.Module, frames: int) -> None:
@@ -124,18 +144,20 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype | No
 
 
 def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: bool, compile_blocks: bool,
-                fsdp: bool, param_dtype: torch.dtype | None = None, ffn_frame_chunk: int | None = None) -> nn.Module:
+                fsdp: bool, param_dtype: torch.dtype | None = None, ffn_frame_chunk: int | None = None,
+                keep_attention: bool = False) -> nn.Module:
     """FFN frame chunks → AC → compile → FSDP2, in place; returns the model.
 
     FSDP2 wraps the model when `fsdp` and either several ranks train or `param_dtype` is given:
     on one process too (a group of one), its mixed precision keeps fp32 weights for the
     optimiser and runs blocks in `param_dtype` with fp32 gradients, so block inputs (the AC
     checkpoints) and activations are bf16 without autocast, and no autocast weight cache
-    exists. `ffn_frame_chunk`: `apply_ffn_frame_chunks`."""
+    exists. `ffn_frame_chunk`: `apply_ffn_frame_chunks`; `keep_attention`:
+    `apply_activation_checkpointing`."""
     if ffn_frame_chunk is not None:
         apply_ffn_frame_chunks(model, ffn_frame_chunk)
     if activation_checkpointing:
-        apply_activation_checkpointing(model)
+        apply_activation_checkpointing(model, keep_attention)
     if compile_blocks:
         apply_compile(model)
     if fsdp and (info.distributed or param_dtype is not None):

@@ -197,13 +197,14 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     model = GDNDiT(cfg.dit).to(info.device)
     model = parallelize(model, info, activation_checkpointing=cfg.activation_checkpointing,
                         compile_blocks=cfg.compile, fsdp=cfg.fsdp, ffn_frame_chunk=cfg.ffn_frame_chunk or None,
-                        param_dtype=torch.bfloat16 if cfg.precision == "bf16_params" else None)
+                        param_dtype=torch.bfloat16 if cfg.precision == "bf16_params" else None,
+                        keep_attention=cfg.ac_keep_attention)
     if info.distributed and not cfg.fsdp:
         raise ValueError("TrainConfig: more than one rank needs fsdp=true (the model is not replicated otherwise)")
 
     # 3. optimiser, EMA, flow-noise generator (per dp index: cp ranks share clips and noise)
     optim = torch.optim.AdamW(model.parameters(), lr=learning_rate(0, cfg), betas=(cfg.beta1, cfg.beta2),
-                              weight_decay=cfg.weight_decay)
+                              weight_decay=cfg.weight_decay, fused=info.device.type == "cuda")
     ema = EMA(model, cfg.ema_decay)
     generator = torch.Generator(device=info.device).manual_seed(cfg.seed + 1_000_003 * (dims.dp_rank + 1))
     flow = FlowConfig(cfg.logit_mean, cfg.logit_std, cfg.flow_shift, cfg.image_condition_prob)
