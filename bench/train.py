@@ -24,7 +24,9 @@ Cases:
   A bf16 8192² matmul is timed in the same run as the achievable ceiling (`matmul_tflops`).
   On a GPU larger than an H100 the case's allocator is capped at `--memory-cap-gb` (80 GB,
   below the H100's 85 GB), so "fits" means fits on an H100; `--profile` adds the top operators
-  of one step by GPU time (where the step's time goes).
+  of one step by GPU time (where the step's time goes). A case name ending in `_compiled`
+  (`121f_adamw_compiled`) runs `torch.compile`d blocks inside plain AC instead (selective AC
+  does not combine with compiled blocks; `train.parallel.parallelize`).
 - `loader_tiny`, `loader_small` — `wmkit.train.train` on generated latent shards: samples/s
   and the fraction of step time spent waiting for data (goal: below 5 %).
 
@@ -108,7 +110,7 @@ def _clip_cameras(B: int, frames: int, image_hw: tuple[int, int]) -> tuple[torch
 
 
 def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torch.device, steps: int,
-               warmup: int, optimizer: bool = True, profile: bool = False) -> dict:
+               warmup: int, optimizer: bool = True, profile: bool = False, compiled: bool = False) -> dict:
     """Time training steps of one clip on one device (see `step_2p6b` in the module docstring):
     forward, backward, grad clip and, with `optimizer`, AdamW (whose fp32 states, 8 bytes a
     parameter, FSDP shards over ranks)."""
@@ -116,8 +118,8 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     torch.manual_seed(0)
     model = GDNDiT(cfg).to(device)
     params = sum(p.numel() for p in model.parameters())
-    parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=False, fsdp=True,
-                param_dtype=torch.bfloat16, ffn_frame_chunk=FFN_FRAME_CHUNK, keep_attention=True)
+    parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=compiled, fsdp=True,
+                param_dtype=torch.bfloat16, ffn_frame_chunk=FFN_FRAME_CHUNK, keep_attention=not compiled)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda") if optimizer else None
     g = torch.Generator(device=device).manual_seed(0)
     Hl, Wl = grid
@@ -160,6 +162,7 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     extra = {"profile": profile_step(step, device)} if profile else {}
     return {**extra, "model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
+            "blocks": "compiled, plain AC" if compiled else "eager, AC keeping attention outputs",
             "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
             "tokens": frames * Hl * Wl, "step_s": step_s, "step_times_s": times,
             "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
@@ -220,13 +223,14 @@ def bench_loader(model_name: str, frames: int, grid: tuple[int, int], steps: int
             "samples_per_s": sum(batch_size for _ in timed) / total, "stall_fraction": wait / total}
 
 
-def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, queue) -> None:
+def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, compiled: bool, queue) -> None:
     device = torch.device("cuda", 0)
     total = torch.cuda.get_device_properties(device).total_memory
     if total > cap_gb * 1e9:
         torch.cuda.set_per_process_memory_fraction(cap_gb * 1e9 / total, device)
     try:
-        result = bench_step("2.6b", frames, (22, 40), device, steps=3, warmup=1, optimizer=optimizer, profile=profile)
+        result = bench_step("2.6b", frames, (22, 40), device, steps=3, warmup=1, optimizer=optimizer, profile=profile,
+                            compiled=compiled)
         queue.put({**result, "memory_cap_gb": min(cap_gb, total / 1e9)})
     except torch.OutOfMemoryError as err:
         queue.put({"model": "2.6b", "latent_frames": frames, "optimizer": "AdamW" if optimizer else "none",
@@ -235,13 +239,14 @@ def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, queue
                    "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9})
 
 
-def bench_step_or_oom(frames: int, optimizer: bool, cap_gb: float = MEMORY_CAP_GB, profile: bool = False) -> dict:
+def bench_step_or_oom(frames: int, optimizer: bool, cap_gb: float = MEMORY_CAP_GB, profile: bool = False,
+                      compiled: bool = False) -> dict:
     """`bench_step` of the 2.6b preset on `frames` latent frames of 720p in a fresh process (so
     one case's memory never leaks into the next) whose allocator may use at most `cap_gb`;
     an out-of-memory is recorded with its peak."""
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_step_case, args=(frames, optimizer, cap_gb, profile, queue))
+    proc = ctx.Process(target=_step_case, args=(frames, optimizer, cap_gb, profile, compiled, queue))
     proc.start()
     while True:  # poll, so that a child that dies without a result (a crash) is reported at once
         try:
@@ -259,8 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CPU-sized run of every case (tiny model, few steps)")
     parser.add_argument("--out", default="bench/results/train.json", help="results JSON")
-    parser.add_argument("--steps-2p6b", default="121f_adamw,121f_fwdbwd,61f_fwdbwd",
-                        help="which 2.6b cases to run, in order (FRAMESf_adamw or FRAMESf_fwdbwd)")
+    parser.add_argument("--steps-2p6b", default="121f_adamw,121f_fwdbwd",
+                        help="which 2.6b cases to run, in order (FRAMESf_adamw or FRAMESf_fwdbwd, + _compiled "
+                             "for torch.compile'd blocks with plain AC)")
     parser.add_argument("--no-loaders", action="store_true", help="skip the loader cases")
     parser.add_argument("--memory-cap-gb", type=float, default=MEMORY_CAP_GB,
                         help="allocator limit of a 2.6b case on a larger GPU (default: 80, an H100's budget)")
@@ -299,11 +305,11 @@ def main() -> None:
             record("loader_tiny", bench_loader("tiny", 3, (2, 3), steps=8, batch_size=2, num_workers=0))
     else:
         # 121 latent frames is the 61-s clip of the issue; forward+backward without the optimizer
-        # is timed too (the step's compute, for MFU), and a 30-s clip (61 latent frames).
+        # is timed too (the step's compute, for MFU).
         for case in args.steps_2p6b.split(","):
             frames, kind = case.split("f_")
-            record(f"step_2p6b_{case}", bench_step_or_oom(int(frames), kind == "adamw", args.memory_cap_gb,
-                                                           args.profile))
+            record(f"step_2p6b_{case}", bench_step_or_oom(int(frames), kind.startswith("adamw"), args.memory_cap_gb,
+                                                           args.profile, kind.endswith("_compiled")))
         if not args.no_loaders:
             record("loader_tiny", bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4))
             record("loader_small", bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4))

@@ -41,13 +41,20 @@ GDNBackend = Literal["auto", "triton", "reference"]
 AttentionMode = Literal["bidirectional", "chunk_causal"]
 
 
+# Under torch.compile the GDN op stays eager (a graph break around the call): the Triton op
+# launches its own kernels and checks its inputs on the host, and tracing the reference would
+# unroll its frame loop.
+_frame_gdn_eager = torch.compiler.disable(frame_gdn)
+_frame_gdn_ref_eager = torch.compiler.disable(frame_gdn_ref)
+
+
 def gdn_op(backend: GDNBackend, device: torch.device) -> Callable[..., object]:
     """The frame-wise GDN function to call: "auto" takes the Triton op on CUDA and the
     torch reference elsewhere (the interpreter is far too slow for model shapes)."""
     if backend == "triton" or (backend == "auto" and device.type == "cuda"):
-        return frame_gdn
+        return _frame_gdn_eager
     if backend in ("auto", "reference"):
-        return frame_gdn_ref
+        return _frame_gdn_ref_eager
     raise ValueError(f"unknown GDN backend {backend!r}; choose 'auto', 'triton' or 'reference'")
 
 

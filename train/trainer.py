@@ -1,6 +1,6 @@
 """The training loop, top to bottom (nanoGPT / titan style).
 
-    processes → model → AC / compile / FSDP2 → AdamW + warm-up → EMA → shard loader
+    processes → model → compile / AC / FSDP2 → AdamW + warm-up → EMA → shard loader
     → resume (newest complete checkpoint) → loop:
         batch → VAE / text encoder if needed → flow-matching loss (bf16: autocast, or FSDP2 bf16 params)
         → backward → clip 0.5 → AdamW step → EMA → log → checkpoint
