@@ -159,8 +159,8 @@ def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: b
     `apply_activation_checkpointing`."""
     if compile_blocks and keep_attention:
         raise ValueError("parallelize: keep_attention (selective AC; TrainConfig.ac_keep_attention) and "
-                         "compile_blocks (TrainConfig.compile) do not combine: the saved attention outputs do "
-                         "not line up with a compiled block's recomputation (wrong gradients)")
+                         "compile_blocks (TrainConfig.compile) do not combine: with inductor-compiled blocks the "
+                         "saved attention outputs gave wrong gradients")
     if ffn_frame_chunk is not None:
         apply_ffn_frame_chunks(model, ffn_frame_chunk)
     if compile_blocks:
