@@ -71,3 +71,12 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def loss_and_grads(model: torch.nn.Module, inputs: dict, mode: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Output and parameter gradients of mean(out²), keyed by the unwrapped model's names
+    (activation-checkpoint and torch.compile wrappers removed)."""
+    out = model(**inputs, mode=mode)
+    out.square().mean().backward()
+    unwrap = lambda n: n.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")  # noqa: E731
+    return out.detach(), {unwrap(n): p.grad for n, p in model.named_parameters()}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from _dist_fixtures import spawn_collect
-from _model_fixtures import clip_inputs, tiny_model
+from _model_fixtures import clip_inputs, loss_and_grads, tiny_model
 from wmkit.train import parallel
 from wmkit.train.parallel import DistInfo, parallelize
 
@@ -34,14 +34,9 @@ def _compiled_against_eager(rank: int, port: int, results: dict) -> None:
                            fsdp=False, ffn_frame_chunk=2)
     mismatched = {}
     for mode in ("bidirectional", "chunk_causal"):
-        ref = model(**inputs, mode=mode)
-        ref.square().mean().backward()
-        out = compiled(**inputs, mode=mode)
-        out.square().mean().backward()
-        pairs = {"output": (out, ref)}
-        params = dict(model.named_parameters())
-        for name, p in compiled.named_parameters():
-            pairs[name] = (p.grad, params[name.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")].grad)
+        ref, ref_grads = loss_and_grads(model, inputs, mode)
+        out, grads = loss_and_grads(compiled, inputs, mode)
+        pairs = {"output": (out, ref), **{n: (g, ref_grads[n]) for n, g in grads.items()}}
         for name, (a, b) in pairs.items():
             if not torch.allclose(a, b, rtol=1e-4, atol=1e-9):
                 mismatched[f"{mode} {name}"] = float((a - b).abs().max())

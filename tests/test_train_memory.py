@@ -8,20 +8,13 @@ import copy
 import importlib
 
 import torch
-
-from _dist_fixtures import spawn_collect
-from _model_fixtures import clip_inputs, single_thread, tiny_model  # noqa: F401 (fixture)
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from _dist_fixtures import spawn_collect
+from _model_fixtures import clip_inputs, loss_and_grads, single_thread, tiny_model  # noqa: F401 (fixture)
 from wmkit.train.parallel import _SDPA_OPS, DistInfo, parallelize
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
-
-
-def _loss_and_grads(model: torch.nn.Module, inputs: dict, mode: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    out = model(**inputs, mode=mode)
-    out.square().mean().backward()
-    return out.detach(), {n.replace("_checkpoint_wrapped_module.", ""): p.grad for n, p in model.named_parameters()}
 
 
 def test_ffn_frame_chunks_match_the_whole_clip(single_thread):
@@ -30,8 +23,8 @@ def test_ffn_frame_chunks_match_the_whole_clip(single_thread):
         model = tiny_model()
         chunked = parallelize(copy.deepcopy(model), CPU, activation_checkpointing=True, compile_blocks=False,
                               fsdp=False, ffn_frame_chunk=3)  # 7 frames: chunks of 3, 3, 1
-        ref, ref_grads = _loss_and_grads(model, inputs, mode)
-        out, grads = _loss_and_grads(chunked, inputs, mode)
+        ref, ref_grads = loss_and_grads(model, inputs, mode)
+        out, grads = loss_and_grads(chunked, inputs, mode)
         torch.testing.assert_close(out, ref)
         assert grads.keys() == ref_grads.keys()
         for name, grad in grads.items():
@@ -59,7 +52,7 @@ def test_keeping_attention_outputs_skips_their_recomputation_and_keeps_the_math(
         model = parallelize(tiny_model(), CPU, activation_checkpointing=True, compile_blocks=False, fsdp=False,
                             ffn_frame_chunk=2, keep_attention=keep)
         with _CountSelfAttention() as counter:
-            results[keep] = _loss_and_grads(model, inputs, "chunk_causal")
+            results[keep] = loss_and_grads(model, inputs, "chunk_causal")
         counts[keep] = counter.calls
     (out, grads), (ref, ref_grads) = results[True], results[False]
     torch.testing.assert_close(out, ref)
