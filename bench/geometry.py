@@ -51,6 +51,7 @@ from wmkit.annotate.geometry.pi3x_model import Pi3X, Pi3XConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from annotate import peak_rss_mb  # noqa: E402  (bench/annotate.py: VmHWM, not ru_maxrss)
+from device_timing import sync, top_operators  # noqa: E402  (bench/device_timing.py)
 
 SIZES = {"518": (294, 518), "720p": (720, 1280)}  # (H, W)
 SMOKE_SIZES = {"518": (42, 74), "720p": (72, 128)}
@@ -62,11 +63,6 @@ def _frames(count: int, hw: tuple[int, int], seed: int = 0) -> Iterator[np.ndarr
     base = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
     for i in range(count):
         yield np.roll(base, 3 * i, axis=1)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -97,9 +93,9 @@ def time_stream(net: str, model: torch.nn.Module, count: int, hw: tuple[int, int
     for finished in _stream(net, model, _frames(warmup + count, hw), smoke):
         done += finished
         if started is None and done >= warmup:
-            _sync(device)
+            sync(device)
             started, done = time.perf_counter(), 0
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - started
     return {"frames": done, "seconds": round(seconds, 3), "fps": done / seconds,
             "peak_mem_gb": round(_peak_memory_gb(device), 3)}
@@ -119,19 +115,11 @@ def build(net: str, smoke: bool, device: torch.device, compiled: bool) -> torch.
 def profile_table(net: str, model: torch.nn.Module, hw: tuple[int, int], smoke: bool) -> str:
     """torch.profiler's top operators by device time (CPU time without CUDA) over one window/batch
     after a warm-up one: where a network's time goes."""
-    from torch.profiler import ProfilerActivity, profile
-
     device = next(model.parameters()).device
     per_call = 4 if smoke else (16 if net == "pi3x" else 8)
     for _ in _stream(net, model, _frames(per_call, hw), smoke):
         pass
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        for _ in _stream(net, model, _frames(per_call, hw, seed=1), smoke):
-            pass
-        _sync(device)
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    return prof.key_averages().table(sort_by=sort, row_limit=20)
+    return top_operators(lambda: list(_stream(net, model, _frames(per_call, hw, seed=1), smoke)), device, row_limit=20)
 
 
 def _case(fn: Callable[..., dict], *args: object) -> dict:

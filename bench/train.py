@@ -42,10 +42,10 @@ import json
 import platform
 import queue as queue_module
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -59,6 +59,9 @@ from wmkit.train.config import run_preset
 from wmkit.train.flow import FlowConfig, flow_matching_loss
 from wmkit.train.parallel import DistInfo, parallelize
 from wmkit.train.trainer import train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_timing import sync, top_operators  # noqa: E402  (bench/device_timing.py)
 
 H100_BF16_DENSE_FLOPS = 989e12
 FFN_FRAME_CHUNK = 4  # 3,520 tokens per FFN recomputation: ~0.5 GB of 6×-wide intermediates
@@ -77,11 +80,6 @@ def model_flops(cfg: DiTConfig, params: int, frames: int, tokens_per_frame: int)
     return dense + 3 * (n_softmax * softmax_fwd + (cfg.depth - n_softmax) * gdn_fwd)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def matmul_tflops(device: torch.device) -> float | None:
     """Achieved bf16 TFLOP/s of an 8192² matmul (None on CPU)."""
     if device.type != "cuda":
@@ -89,11 +87,11 @@ def matmul_tflops(device: torch.device) -> float | None:
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ a
-    _sync(device)
+    sync(device)
     t0, n = time.perf_counter(), 20
     for _ in range(n):
         a @ a
-    _sync(device)
+    sync(device)
     return 2 * 8192**3 * n / (time.perf_counter() - t0) / 1e12
 
 
@@ -150,38 +148,27 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
         step()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
         step()
-        _sync(device)
+        sync(device)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
     flops = model_flops(cfg, params, frames, Hl * Wl)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-    extra = {"profile": profile_step(step, device)} if profile else {}
-    return {**extra, "model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
-            "blocks": "compiled, plain AC" if compiled else "eager, AC keeping attention outputs",
-            "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
-            "tokens": frames * Hl * Wl, "step_s": step_s, "step_times_s": times,
-            "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
-            "mfu": flops / (step_s * H100_BF16_DENSE_FLOPS), "peak_mem_gb": peak,
-            "article_peak_mem_gb": ARTICLE_PEAK_MEM_GB}
-
-
-def profile_step(step: Callable[[], float], device: torch.device) -> str:
-    """torch.profiler's top operators of one more `step`, by GPU time (CPU time without one)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        step()
-        _sync(device)
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
-    table = prof.key_averages().table(sort_by=sort, row_limit=25)
-    print(table, flush=True)
-    return table
+    result = {"model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
+              "blocks": "compiled, plain AC" if compiled else "eager, AC keeping attention outputs",
+              "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
+              "tokens": frames * Hl * Wl, "step_s": step_s, "step_times_s": times,
+              "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
+              "mfu": flops / (step_s * H100_BF16_DENSE_FLOPS), "peak_mem_gb": peak,
+              "article_peak_mem_gb": ARTICLE_PEAK_MEM_GB}
+    if profile:  # one more step, after the timed ones
+        result["profile"] = top_operators(step, device, row_limit=25)
+        print(result["profile"], flush=True)
+    return result
 
 
 def write_latent_shards(out: Path, clips: int, frames: int, grid: tuple[int, int], text_dim: int) -> Path:

@@ -76,14 +76,10 @@ from wmkit.train.parallel import (
 from wmkit.train.trainer import EMA
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_timing import sync  # noqa: E402  (bench/device_timing.py)
 from train import H100_BF16_DENSE_FLOPS, _clip_cameras, model_flops  # noqa: E402  (bench/train.py)
 
 CASES = ("same-result", "context-parallel", "scaling")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _autocast(device: torch.device) -> torch.autocast:
@@ -237,12 +233,12 @@ def cp_pass(model: GDNDiT, clip: dict[str, Any], do: torch.Tensor, mode: str, cp
         saved = SavedBytes(list(model.parameters()))  # this pass's graph only
         model.zero_grad(set_to_none=True)
         x.grad = None
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         with _autocast(device), torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t):
             out = model(x, timesteps, cams, text, mask, mode=mode, cp=cp)
         out.backward(do)
-        _sync(device)
+        sync(device)
         if i:
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
@@ -345,10 +341,10 @@ def train_step_rate(model_name: str, info: DistInfo, *, frames: int, grid: tuple
         torch.cuda.reset_peak_memory_stats(info.device)
     times = []
     for _ in range(steps):
-        _sync(info.device)
+        sync(info.device)
         t0 = time.perf_counter()
         step()
-        _sync(info.device)
+        sync(info.device)
         times.append(time.perf_counter() - t0)
     step_s = _all_reduce(statistics.median(times), info)
     flops = model_flops(cfg, params, frames, grid[0] * grid[1])
