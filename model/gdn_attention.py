@@ -132,9 +132,8 @@ class _SiluGate(torch.autograd.Function):
         d_raw, d_gate = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (raw, gate))
         for dr, dg, r, g, gr in row_chunks(d_raw, d_gate, raw, gate, grad):  # fp32 a few rows at a time
             g, gr = g.float(), gr.float()
-            sig = torch.sigmoid(g)
             dr.copy_(gr * F.silu(g))
-            dg.copy_((gr * r.float()) * (sig * (1 + g * (1 - sig))))  # silu_backward's formula
+            dg.copy_(torch.ops.aten.silu_backward(gr * r.float(), g))
         return d_raw, d_gate, None
 
 
