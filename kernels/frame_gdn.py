@@ -1,9 +1,10 @@
-"""Public entry of the Triton frame-wise GDN: validate once, then an autograd.Function
-whose forward/backward call the plain `frame_gdn_fwd` / `frame_gdn_bwd`."""
+"""Public entry of the Triton frame-wise GDN: validate once, then the custom ops
+`wmkit::frame_gdn_forward` / `wmkit::frame_gdn_backward` (autograd registered), whose
+kernels run in the plain `frame_gdn_fwd` / `frame_gdn_bwd`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Callable
 
@@ -237,33 +238,93 @@ def frame_gdn_bwd(
     )
 
 
-class _FrameGDN(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, beta, gamma, q_rot, k_rot, S0, z0, mode, chunk_sizes, eps, check_values):
-        initial_state = None if S0 is None else (S0, z0)
-        o, final, saved, flags = frame_gdn_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps)
-        if check_values:
-            raise_on_nonfinite(flags, NONFINITE_GROUPS)
-        ctx.eps = eps
-        ctx.has_init = initial_state is not None
-        # The Grams and states go through save_for_backward, not a ctx attribute, so that
-        # activation checkpointing discards and recomputes them (~1 GB a layer at 121 frames).
-        kept = [getattr(saved, f.name) for f in fields(saved)]
-        ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *kept)
-        return o, final[0], final[1]
+# The op is two torch.library custom ops (forward, backward) with a registered autograd
+# formula and shape-only fake kernels: torch.compile sees one opaque node per call (no graph
+# break, so a compiled block stays whole), and activation checkpointing recomputes the
+# forward's saved Grams and states (~1 GB a layer at 121 frames) like any saved tensor.
+# Tensors the reverse scan does not produce (causal mode) are returned empty ([BH, 0, ...]).
 
-    @staticmethod
-    def backward(ctx, do, dS_last, dz_last):
-        q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *rest = ctx.saved_tensors
-        saved = ForwardSaved(*rest)
-        initial_state = (S0, z0) if ctx.has_init else None
-        d_final = None if dS_last is None and dz_last is None else (
-            torch.zeros_like(saved.states[:, 0]) if dS_last is None else dS_last,
-            torch.zeros_like(saved.zs[:, 0, 0]) if dz_last is None else dz_last,
-        )
-        grads = frame_gdn_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, saved, do.contiguous(), d_final, ctx.eps)
-        dS0, dz0 = (grads[7], grads[8]) if ctx.has_init else (None, None)
-        return (*grads[:7], dS0, dz0, None, None, None, None)
+
+def _no_reverse(like: torch.Tensor, BH: int, rows: int, D: int) -> torch.Tensor:
+    return like.new_empty(BH, 0, rows, D, dtype=torch.float32)
+
+
+@torch.library.custom_op("wmkit::frame_gdn_forward", mutates_args=())
+def _forward_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor,
+    q_rot: torch.Tensor, k_rot: torch.Tensor, S0: torch.Tensor | None, z0: torch.Tensor | None,
+    mode: str, chunk_sizes: list[int] | None, eps: float, check_values: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor, torch.Tensor]:
+    """(o, S_last, z_last, M, N, states, zs, rev_states, rev_zs) of `frame_gdn_fwd`."""
+    if check_values:
+        check_frame_gdn_values(beta, gamma)
+    initial_state = None if S0 is None else (S0, z0)
+    o, final, saved, flags = frame_gdn_fwd(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state, eps)
+    if check_values:
+        raise_on_nonfinite(flags, NONFINITE_GROUPS)
+    BH, D, Dv = saved.M.shape[0], q.shape[-1], v.shape[-1]
+    rev_states = _no_reverse(q, BH, Dv, D) if saved.rev_states is None else saved.rev_states
+    rev_zs = _no_reverse(q, BH, 1, D) if saved.rev_zs is None else saved.rev_zs
+    return o, final[0], final[1], saved.M, saved.N, saved.states, saved.zs, rev_states, rev_zs
+
+
+@_forward_op.register_fake
+def _(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, mode, chunk_sizes, eps, check_values):  # noqa: ANN001, ANN202
+    B, T, S, H, D = q.shape
+    Dv, BH, Tr = v.shape[-1], B * H, 0 if mode == "causal" else T
+    f32 = lambda *shape: q.new_empty(shape, dtype=torch.float32)  # noqa: E731
+    return (q.new_empty(B, T, S, H, Dv), f32(B, H, Dv, D), f32(B, H, D), f32(BH, T, D, D), f32(BH, T, D, D),
+            f32(BH, T, Dv, D), f32(BH, T, 1, D), f32(BH, Tr, Dv, D), f32(BH, Tr, 1, D))
+
+
+@torch.library.custom_op("wmkit::frame_gdn_backward", mutates_args=())
+def _backward_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, gamma: torch.Tensor,
+    q_rot: torch.Tensor, k_rot: torch.Tensor, S0: torch.Tensor | None, z0: torch.Tensor | None,
+    M: torch.Tensor, N: torch.Tensor, states: torch.Tensor, zs: torch.Tensor, rev_states: torch.Tensor,
+    rev_zs: torch.Tensor, do: torch.Tensor, dS_last: torch.Tensor | None, dz_last: torch.Tensor | None,
+    mode: str, chunk_sizes: list[int] | None, eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+           torch.Tensor, torch.Tensor]:
+    """(dq, dk, dv, dbeta, dgamma, dq_rot, dk_rot, dS0, dz0) of `frame_gdn_bwd`."""
+    resets = reverse_reset_flags(mode, chunk_sizes, q.shape[1], q.device)
+    has_rev = resets is not None
+    saved = ForwardSaved(M, N, states, zs, rev_states if has_rev else None, rev_zs if has_rev else None, resets)
+    initial_state = None if S0 is None else (S0, z0)
+    d_final = None if dS_last is None and dz_last is None else (
+        torch.zeros_like(states[:, 0]) if dS_last is None else dS_last,
+        torch.zeros_like(zs[:, 0, 0]) if dz_last is None else dz_last,
+    )
+    return frame_gdn_bwd(q, k, v, beta, gamma, q_rot, k_rot, initial_state, saved, do.contiguous(), d_final, eps)
+
+
+@_backward_op.register_fake
+def _(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, M, N, states, zs, rev_states, rev_zs, do, dS_last, dz_last,  # noqa: ANN001, ANN202
+      mode, chunk_sizes, eps):
+    B, _, _, H, D = q.shape
+    Dv = v.shape[-1]
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(beta),
+            torch.empty_like(gamma), torch.empty_like(q_rot), torch.empty_like(k_rot),
+            q.new_empty(B, H, Dv, D, dtype=torch.float32), q.new_empty(B, H, D, dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+    q, k, v, beta, gamma, q_rot, k_rot, S0, z0, mode, chunk_sizes, eps, _ = inputs
+    ctx.mode, ctx.chunk_sizes, ctx.eps = mode, chunk_sizes, eps
+    ctx.mark_non_differentiable(*output[3:])
+    ctx.save_for_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *output[3:])
+
+
+def _backward(ctx, do, dS_last, dz_last, *_):  # noqa: ANN001, ANN202
+    q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *saved = ctx.saved_tensors
+    grads = torch.ops.wmkit.frame_gdn_backward(q, k, v, beta, gamma, q_rot, k_rot, S0, z0, *saved, do, dS_last,
+                                               dz_last, ctx.mode, ctx.chunk_sizes, ctx.eps)
+    dS0, dz0 = (None, None) if S0 is None else (grads[7], grads[8])
+    return (*grads[:7], dS0, dz0, None, None, None, None)
+
+
+_forward_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def frame_gdn(
@@ -307,10 +368,8 @@ def frame_gdn(
     Returns o [B, T, S, H, Dv] in q's dtype, and (S, z) if return_final_state.
     """
     check_frame_gdn_args(q, k, v, beta, gamma, q_rot, k_rot, mode, chunk_sizes, initial_state)
-    if check_values:
-        check_frame_gdn_values(beta, gamma)
     S0, z0 = (None, None) if initial_state is None else initial_state
-    o, S_last, z_last = _FrameGDN.apply(
+    o, S_last, z_last, *_ = torch.ops.wmkit.frame_gdn_forward(
         q, k, v, beta, gamma, q_rot, k_rot, S0, z0, mode, None if chunk_sizes is None else list(chunk_sizes), eps, check_values
     )
     if return_final_state:

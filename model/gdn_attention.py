@@ -41,20 +41,19 @@ GDNBackend = Literal["auto", "triton", "reference"]
 AttentionMode = Literal["bidirectional", "chunk_causal"]
 
 
-# Under torch.compile the GDN op stays eager (a graph break around the call): the Triton op
-# launches its own kernels and checks its inputs on the host, and tracing the reference would
-# unroll its frame loop.
-_frame_gdn_eager = torch.compiler.disable(frame_gdn)
-_frame_gdn_ref_eager = torch.compiler.disable(frame_gdn_ref)
+def _reference_op(*args: torch.Tensor, **kwargs: object) -> object:
+    """`frame_gdn_ref`; under torch.compile without its value checks, whose host syncs would
+    break the graph (the Triton op is a custom op that dynamo leaves opaque, checks and all)."""
+    return frame_gdn_ref(*args, check_values=not torch.compiler.is_compiling(), **kwargs)
 
 
 def gdn_op(backend: GDNBackend, device: torch.device) -> Callable[..., object]:
     """The frame-wise GDN function to call: "auto" takes the Triton op on CUDA and the
     torch reference elsewhere (the interpreter is far too slow for model shapes)."""
     if backend == "triton" or (backend == "auto" and device.type == "cuda"):
-        return _frame_gdn_eager
+        return frame_gdn
     if backend in ("auto", "reference"):
-        return _frame_gdn_ref_eager
+        return _reference_op
     raise ValueError(f"unknown GDN backend {backend!r}; choose 'auto', 'triton' or 'reference'")
 
 
@@ -116,6 +115,10 @@ def _op_dtype(dtype: torch.dtype, *tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.to(dtype).contiguous() for t in tensors]
 
 
+def _gated(raw: torch.Tensor, gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (raw.float() * F.silu(gate.float())).to(dtype)
+
+
 class _SiluGate(torch.autograd.Function):
     """raw · silu(gate) computed in fp32, returned in `dtype`. Saves the two inputs in their
     own (bf16) dtype and recomputes silu in the backward, where autograd would keep three
@@ -124,7 +127,7 @@ class _SiluGate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, raw: torch.Tensor, gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:  # noqa: ANN001
         ctx.save_for_backward(raw, gate)
-        return (raw.float() * F.silu(gate.float())).to(dtype)
+        return _gated(raw, gate, dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # noqa: ANN001
@@ -138,7 +141,10 @@ class _SiluGate(torch.autograd.Function):
 
 
 def silu_gate(raw: torch.Tensor, gate: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The GDN output gate raw · silu(gate) in fp32 (DESIGN §3.5), cast to `dtype`; raw, gate [..., C]."""
+    """The GDN output gate raw · silu(gate) in fp32 (DESIGN §3.5), cast to `dtype`; raw, gate [..., C].
+    Under torch.compile the plain math (inductor fuses it and picks what to save)."""
+    if torch.compiler.is_compiling():
+        return _gated(raw, gate, dtype)
     return _SiluGate.apply(raw, gate, dtype)
 
 

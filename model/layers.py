@@ -30,6 +30,14 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, :, None]) + shift[:, :, None]
 
 
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x·rsqrt(mean(x²) + eps)·w in fp32 (fp64 for fp64 x), returned in x's dtype, and the rsqrt."""
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
+    rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return (xf * rstd * weight.to(acc)).to(x.dtype), rstd
+
+
 class _RMSNormFn(torch.autograd.Function):
     """F.rms_norm's fp32 math (x·rsqrt(mean(x²) + eps)·w) that saves x in its own dtype and
     the fp32 rsqrt, and recomputes the normalised x in the backward; autograd through
@@ -37,11 +45,9 @@ class _RMSNormFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:  # noqa: ANN001
-        acc = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for fp64 inputs
-        xf = x.to(acc)
-        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        out, rstd = rms_norm(x, weight, eps)
         ctx.save_for_backward(x, weight, rstd)
-        return (xf * rstd * weight.to(acc)).to(x.dtype)
+        return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:  # noqa: ANN001
@@ -76,7 +82,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [..., dim] → the normalised x [..., dim]."""
+        """x: [..., dim] → the normalised x [..., dim]. Under torch.compile the plain math:
+        inductor fuses it and its partitioner picks what to save."""
+        if torch.compiler.is_compiling():
+            return rms_norm(x, self.weight, self.eps)[0]
         return _RMSNormFn.apply(x, self.weight, self.eps)
 
 

@@ -1,5 +1,5 @@
 """Triton frame-wise GDN against the torch reference: forward, every input gradient,
-initial/final state, every mode. CPU: Triton interpreter at tiny shapes that break
+initial/final state, every mode; its custom-op registration. CPU: Triton interpreter at tiny shapes that break
 tiling (odd S and D, T = 1, chunk edges). GPU (marked): production shapes, bf16."""
 
 from __future__ import annotations
@@ -89,6 +89,17 @@ def test_nonfinite_input_is_named():
     xs[4][0, 0, 0] = 1.25
     with pytest.raises(ValueError, match=r"gamma\[0, 0, 0\] = 1.25"):
         frame_gdn(*xs, mode="bidirectional")
+
+
+@pytest.mark.parametrize(("mode", "with_state"), [("causal", True), ("bidirectional", False), ("chunk_causal", True)])
+def test_custom_op_registration(mode, with_state):
+    """torch.library's own checks of `wmkit::frame_gdn_forward`: schema, autograd registration,
+    the fake (shape-only) kernel against the real outputs, and tracing by AOT autograd
+    (what torch.compile does with it), backward op included."""
+    S0, z0 = random_state(1, 2, 16, 16) if with_state else (None, None)
+    args = (*gdn_inputs(1, 5, 4, 2, 16, 16), S0, z0, mode, [2, 3] if mode == "chunk_causal" else None, 1e-8, True)
+    results = torch.library.opcheck(torch.ops.wmkit.frame_gdn_forward, args)
+    assert set(results.values()) == {"SUCCESS"}, results
 
 
 def test_rejects_float64():

@@ -15,7 +15,8 @@ def test_smoke_run_writes_the_summary(tmp_path):
     proc = run_smoke("train.py", "--out", str(out), single_thread=True)
     results = json.loads(out.read_text())
     summary = results["summary"]
-    assert set(summary) == {"mfu_2p6b", "peak_mem_gb_2p6b", "loader_stall_fraction", "device"}
+    assert set(summary) == {"mfu_2p6b", "peak_mem_gb_2p6b", "case_2p6b", "loader_stall_fraction", "device"}
+    assert summary["case_2p6b"] == "step_2p6b"
     assert results["smoke"] is True and results["cases"]["step_2p6b"]["model"] == "tiny"
     assert 0 < summary["mfu_2p6b"] and 0 <= summary["loader_stall_fraction"] < 1
     step = results["cases"]["step_2p6b"]

@@ -1,7 +1,8 @@
-"""Per-block torch.compile inside activation checkpointing: the blocks really compile (the GDN
-op is the only graph break) and keep the eager math; selective AC is refused beside it.
+"""Per-block torch.compile of checkpointed blocks (titan's order, AC → compile): every block
+compiles to one graph (fullgraph: the GDN op is an opaque custom op), keeps the eager math, and
+selective AC still saves the self-attention outputs instead of recomputing them.
 
-The compile runs in a spawned process: after dynamo has run, the Triton interpreter that other
+The compiles run in a spawned process: after dynamo has run, the Triton interpreter that other
 tests use on CPU refuses nested @triton.jit calls in the same process."""
 
 from __future__ import annotations
@@ -9,52 +10,86 @@ from __future__ import annotations
 import copy
 from functools import partial
 
-import pytest
 import torch
 
 from _dist_fixtures import spawn_collect
 from _model_fixtures import clip_inputs, loss_and_grads, tiny_model
 from wmkit.train import parallel
-from wmkit.train.parallel import DistInfo, parallelize
+from wmkit.train.parallel import _SDPA_OPS, DistInfo, parallelize
 
 CPU = DistInfo(0, 1, 0, torch.device("cpu"))
 
 
+def _recording_backend(graphs: dict[str, list]) -> object:
+    """aot_eager with inductor's partitioner (min-cut, which honours the AC policy), keeping the
+    (query tokens, key tokens) of every SDPA forward in the forward and the backward graphs:
+    one in the backward is an attention the backward recomputes."""
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+    from torch._functorch.partitioners import min_cut_rematerialization_partition
+
+    def sdpa_tokens(node: torch.fx.Node) -> tuple[int, int] | None:
+        """(query tokens, key tokens) of an SDPA forward node, bare or inside AOT's rng wrappers
+        (flash-style SDPA counts as random: run_and_save_rng_state(op, *args) in the forward,
+        run_with_rng_state(rng, op, *args) where the backward recomputes it); else None."""
+        call = [node.target, *node.args]
+        for i, op in enumerate(call):
+            if isinstance(op, torch._ops.OpOverload) and op in _SDPA_OPS:
+                q, k = call[i + 1 : i + 3]
+                return q.meta["val"].shape[-2], k.meta["val"].shape[-2]
+        return None
+
+    def recorder(kind: str):  # noqa: ANN202
+        def compiler(gm: torch.fx.GraphModule, example_inputs: list) -> object:
+            calls = (sdpa_tokens(n) for n in gm.graph.nodes if n.op == "call_function")
+            graphs[kind] += [c for c in calls if c is not None]
+            return make_boxed_func(gm.forward)
+        return compiler
+
+    return aot_autograd(fw_compiler=recorder("fw"), bw_compiler=recorder("bw"),
+                        partition_fn=min_cut_rematerialization_partition)
+
+
 def _compiled_against_eager(rank: int, port: int, results: dict) -> None:
-    """A compiled, checkpointed tiny model against eager: the outputs and gradients that differ
-    beyond float32 round-off (rtol 1e-4, atol 1e-9: some gradients are ~1e-7), dynamo's counters."""
+    """A compiled, checkpointed tiny model against eager, with selective AC and the Triton GDN op
+    (the GPU's path) and with plain AC and the reference op: the outputs and gradients that
+    differ beyond float32 round-off (rtol 1e-4, atol 1e-9: some gradients are ~1e-7), dynamo's
+    graph count, and the SDPA calls of the compiled graphs."""
     from torch._dynamo.utils import counters
 
     torch.set_num_threads(1)
-    # aot_eager: dynamo capture and AOT autograd without inductor's code generation (seconds, not minutes)
-    parallel.apply_compile = partial(parallel.apply_compile, backend="aot_eager")
     inputs = clip_inputs(B=1, T_latent=5)
     model = tiny_model()
-    compiled = parallelize(copy.deepcopy(model), CPU, activation_checkpointing=True, compile_blocks=True,
-                           fsdp=False, ffn_frame_chunk=2)
-    mismatched = {}
-    for mode in ("bidirectional", "chunk_causal"):
-        ref, ref_grads = loss_and_grads(model, inputs, mode)
-        out, grads = loss_and_grads(compiled, inputs, mode)
-        pairs = {"output": (out, ref), **{n: (g, ref_grads[n]) for n, g in grads.items()}}
-        for name, (a, b) in pairs.items():
-            if not torch.allclose(a, b, rtol=1e-4, atol=1e-9):
-                mismatched[f"{mode} {name}"] = float((a - b).abs().max())
-        model.zero_grad()
-        compiled.zero_grad()
-    results[rank] = {"mismatched": mismatched, "graphs": counters["stats"]["unique_graphs"],
-                     "breaks": list(counters["graph_break"])}
+    report, apply_compile = {}, parallel.apply_compile
+    for keep in (True, False):
+        model.set_gdn_backend("triton" if keep else "reference")  # the GPU's op (a custom op; interpreter here)
+        graphs = {"fw": [], "bw": []}
+        torch._dynamo.reset()
+        parallel.apply_compile = partial(apply_compile, backend=_recording_backend(graphs))
+        compiled = parallelize(copy.deepcopy(model), CPU, activation_checkpointing=True, compile_blocks=True,
+                               fsdp=False, ffn_frame_chunk=2, keep_attention=keep)
+        mismatched = {}
+        for mode in ("bidirectional", "chunk_causal") if keep else ("bidirectional",):
+            ref, ref_grads = loss_and_grads(model, inputs, mode)
+            out, grads = loss_and_grads(compiled, inputs, mode)
+            pairs = {"output": (out, ref), **{n: (g, ref_grads[n]) for n, g in grads.items()}}
+            for name, (a, b) in pairs.items():
+                if not torch.allclose(a, b, rtol=1e-4, atol=1e-9):
+                    mismatched[f"{mode} {name}"] = float((a - b).abs().max())
+            model.zero_grad()
+            compiled.zero_grad()
+        report[keep] = {"mismatched": mismatched, "graphs": counters["stats"]["unique_graphs"], **graphs}
+        counters.clear()
+    results[rank] = report
 
 
-def test_compiled_checkpointed_blocks_capture_graphs_and_keep_the_math():
-    result = spawn_collect(_compiled_against_eager, 1)[0]
-    assert not result["mismatched"], result["mismatched"]
-    assert result["graphs"] >= 2  # the blocks ran compiled, not back in eager
-    breaks = result["breaks"]
-    assert breaks and all("torch.compiler.disable" in reason for reason in breaks), breaks  # only the GDN op
-
-
-def test_selective_ac_with_compiled_blocks_is_refused():
-    with pytest.raises(ValueError, match="keep_attention"):
-        parallelize(tiny_model(), CPU, activation_checkpointing=True, compile_blocks=True, fsdp=False,
-                    keep_attention=True)
+def test_compiled_checkpointed_blocks_keep_the_math_and_the_saved_attention():
+    report = spawn_collect(_compiled_against_eager, 1)[0]
+    for keep in (True, False):
+        assert not report[keep]["mismatched"], (keep, report[keep]["mismatched"])
+        assert report[keep]["graphs"] >= 2, report[keep]  # GDN and softmax blocks ran compiled
+    self_attention = lambda calls: [(nq, nk) for nq, nk in calls if nk >= nq]  # noqa: E731
+    kept, recomputed = report[True], report[False]
+    assert self_attention(kept["fw"]) and self_attention(recomputed["fw"])
+    assert not self_attention(kept["bw"]), kept["bw"]  # saved: no self-attention forward in the backward
+    assert self_attention(recomputed["bw"]) == self_attention(recomputed["fw"])  # plain AC recomputes each

@@ -106,8 +106,7 @@ class TrainConfig:
     recomputing them (selective AC: ~0.5 GB per softmax block and branch at 121 × 880 tokens,
     one SDPA forward fewer each)."""
     compile: bool = False
-    """torch.compile each block (inside its activation checkpoint; the GDN op stays eager).
-    Not with `ac_keep_attention`."""
+    """torch.compile each (checkpointed) block as one graph; the GDN op is an opaque custom op."""
     context_parallel: int = 1
     """Ranks that split one clip's latent frames (context parallelism; `cp=` on the command
     line). The world is a dp × cp mesh with cp ranks contiguous: each cp group reads the same

@@ -1,9 +1,10 @@
 """Parallelism applied to the single-device `GDNDiT` from outside (STYLE §1, titan's parallelize.py).
 
-Order: torch.compile per block → activation checkpointing per block → FSDP2 (`fully_shard`)
-per block, then the root. `model/` never imports torch.distributed. Compilation goes inside the
-checkpoint (titan puts it outside): the GDN op runs eager under compile (a graph break), and a
-graph break inside a checkpointed region would send the whole block back to eager.
+Order (titan's): activation checkpointing per block → torch.compile per block → FSDP2
+(`fully_shard`) per block, then the root. `model/` never imports torch.distributed. Each
+checkpointed block compiles to one graph (`fullgraph`): the GDN op is a custom op dynamo leaves
+opaque (`wmkit::frame_gdn_forward`), so inductor fuses everything around it and its partitioner
+follows the selective-AC policy.
 
 Context parallelism (frames of one clip split over ranks, contiguous slices in rank order,
 `frame_slice`; `mesh_dims` lays out dp × cp):
@@ -125,10 +126,10 @@ def single_process_group(device: torch.device) -> None:
 
 
 def apply_compile(model: nn.Module, backend: str = "inductor") -> None:
-    """torch.compile each block (titan: per block, so one graph serves all repeated blocks);
-    the GDN op stays eager (`wmkit.model.gdn_attention.gdn_op`)."""
+    """torch.compile each (checkpointed) block whole (titan: per block, so one graph serves all
+    repeated blocks); a graph break is an error, not a silent fall back to eager."""
     for i, block in enumerate(model.blocks):
-        model.blocks[i] = torch.compile(block, backend=backend, fullgraph=False)
+        model.blocks[i] = torch.compile(block, backend=backend, fullgraph=True)
 
 
 def apply_fsdp(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype | None) -> None:
@@ -149,7 +150,7 @@ def apply_fsdp(model: nn.Module, mesh: DeviceMesh, param_dtype: torch.dtype | No
 def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: bool, compile_blocks: bool,
                 fsdp: bool, param_dtype: torch.dtype | None = None, ffn_frame_chunk: int | None = None,
                 keep_attention: bool = False) -> nn.Module:
-    """FFN frame chunks → compile → AC → FSDP2, in place; returns the model.
+    """FFN frame chunks → AC → compile → FSDP2, in place; returns the model.
 
     FSDP2 wraps the model when `fsdp` and either several ranks train or `param_dtype` is given:
     on one process too (a group of one), its mixed precision keeps fp32 weights for the
@@ -157,16 +158,12 @@ def parallelize(model: nn.Module, info: DistInfo, *, activation_checkpointing: b
     checkpoints) and activations are bf16 without autocast, and no autocast weight cache
     exists. `ffn_frame_chunk`: `apply_ffn_frame_chunks`; `keep_attention`:
     `apply_activation_checkpointing`."""
-    if compile_blocks and keep_attention:
-        raise ValueError("parallelize: keep_attention (selective AC; TrainConfig.ac_keep_attention) and "
-                         "compile_blocks (TrainConfig.compile) do not combine: with inductor-compiled blocks the "
-                         "saved attention outputs gave wrong gradients")
     if ffn_frame_chunk is not None:
         apply_ffn_frame_chunks(model, ffn_frame_chunk)
-    if compile_blocks:
-        apply_compile(model)
     if activation_checkpointing:
         apply_activation_checkpointing(model, keep_attention)
+    if compile_blocks:
+        apply_compile(model)
     if fsdp and (info.distributed or param_dtype is not None):
         single_process_group(info.device)
         apply_fsdp(model, init_device_mesh(info.device.type, (dist.get_world_size(),)), param_dtype)
