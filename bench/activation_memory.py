@@ -131,7 +131,7 @@ class LiveBytes(TorchDispatchMode):
 @contextlib.contextmanager
 def _stand_in_gdn_kernels() -> Any:
     """Replace the Triton GDN forward/backward by allocations of the shapes they return
-    (kernels/frame_gdn.py), so `frame_gdn`'s autograd Function runs on CPU with its real
+    (kernels/frame_gdn.py), so `frame_gdn`'s custom op runs on CPU with its real
     saving policy. Values are zeros: only memory is measured."""
     fwd, bwd = frame_gdn_module.frame_gdn_fwd, frame_gdn_module.frame_gdn_bwd
 

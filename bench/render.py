@@ -64,6 +64,9 @@ from wmkit.render.pipeline import RenderConfig, planner_rasterize
 from wmkit.render.scenes import Scene
 from wmkit.render.synthetic_room import make_room_scene
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_timing import sync  # noqa: E402  (bench/device_timing.py)
+
 GOAL_S = 15.0  # issue 8: plan + render + encode of 961 frames at 720p, before the refiner
 PSNR_CAP_DB = 200.0  # identical renders would give infinity; reported as this instead
 
@@ -83,11 +86,6 @@ class Case:
 
 FULL = Case(num_gaussians=1_200_000, frames=961, width=1280, height=720)
 SMOKE = Case(num_gaussians=4000, frames=9, width=64, height=48, room=(6.0, 4.0, 2.6), num_boxes=3)
-
-
-def _sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -141,6 +139,7 @@ def make_case_scene(case: Case) -> Scene:
 def time_case(case: Case, rasterizer: Rasterizer, config: RenderConfig) -> tuple[dict, np.ndarray]:
     """Plan, render and encode one path of ``case``; the timings and the rendered frames."""
     scene = make_case_scene(case)
+    device = torch.device(rasterizer.device)
     cfg = PathConfig(num_frames=case.frames, width=case.width, height=case.height)
     t0 = time.perf_counter()
     path = plan_path(scene, seed=0, cfg=cfg, rasterize=planner_rasterize(config, rasterizer))
@@ -150,19 +149,19 @@ def time_case(case: Case, rasterizer: Rasterizer, config: RenderConfig) -> tuple
     coverage_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     tensors = SceneTensors.from_splats(scene.splats, rasterizer.device)
-    _sync()
+    sync(device)
     upload_s = time.perf_counter() - t0
     size = (case.width, case.height)
     t0 = time.perf_counter()
     render_frames(tensors, path.cameras.select(slice(0, 1)), size, rasterizer=rasterizer)  # warm-up (gsplat JIT build)
-    _sync()
+    sync(device)
     warmup_s = time.perf_counter() - t0
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     frames = render_frames(tensors, path.cameras, size, rasterizer=rasterizer, batch_size=config.batch_size,
                            depth_stride=config.depth_stride)  # fmt: skip
-    _sync()
+    sync(device)
     render_s = time.perf_counter() - t0
     peak_gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
     t0 = time.perf_counter()
@@ -208,10 +207,10 @@ def refiner_fps(folder: str, frames: np.ndarray, device: str, batch_size: int) -
         folder = write_random_refiner(Path(tempfile.mkdtemp(prefix="refiner_")) / random_size, random_size)
     refiner = load_refiner(folder, device=device, batch_size=batch_size)
     refiner.refine(frames[:batch_size])
-    _sync()
+    sync(torch.device(device))
     t0 = time.perf_counter()
     refiner.refine(frames)
-    _sync()
+    sync(torch.device(device))
     seconds = time.perf_counter() - t0
     return {"frames": len(frames), "size": [frames.shape[2], frames.shape[1]], "batch_size": batch_size,
             "seconds": seconds, "fps": len(frames) / seconds, "random_weights": random_size,
