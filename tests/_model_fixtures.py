@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from wmkit.model import CameraInputs, GDNDiT, camera_inputs, preset
+from wmkit.train.parallel import unwrapped_name
 
 IMAGE_HW = (96, 128)  # pixels of the frames behind a 3 × 4 latent grid
 LATENT_HW = (3, 4)
@@ -78,5 +79,4 @@ def loss_and_grads(model: torch.nn.Module, inputs: dict, mode: str) -> tuple[tor
     (activation-checkpoint and torch.compile wrappers removed)."""
     out = model(**inputs, mode=mode)
     out.square().mean().backward()
-    unwrap = lambda n: n.replace("_checkpoint_wrapped_module.", "").replace("_orig_mod.", "")  # noqa: E731
-    return out.detach(), {unwrap(n): p.grad for n, p in model.named_parameters()}
+    return out.detach(), {unwrapped_name(n): p.grad for n, p in model.named_parameters()}

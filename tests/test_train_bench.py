@@ -41,3 +41,18 @@ def test_flop_formula_by_hand():
     # at 121 × 880 tokens the five softmax blocks' quadratic attention outweighs the dense part
     big = model_flops(preset("2.6b"), 2_641_000_000, 121, 880)
     assert big > 2 * 6 * 2_641_000_000 * 121 * 880
+
+
+def test_peak_live_bytes_follows_allocations_and_frees():
+    """bench/compiled_memory.py's measure: the most bytes held at once, from the allocator's record."""
+    import torch
+
+    from wmkit.bench.compiled_memory import peak_live_bytes
+
+    def run() -> None:
+        a, b = torch.empty(1_000_000), torch.empty(2_000_000)  # 4 + 8 MB live together
+        del a, b
+        c = torch.empty(500_000)  # 2 MB after they are freed
+        del c
+
+    assert peak_live_bytes(run) == 12_000_000

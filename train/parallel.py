@@ -93,6 +93,17 @@ def _keep_self_attention(ctx: Any, op: Any, *args: Any, **kwargs: Any) -> Checkp
     return CheckpointPolicy.PREFER_RECOMPUTE
 
 
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")  # checkpoint_wrapper's, torch.compile's
+
+
+def unwrapped_name(name: str) -> str:
+    """A parameter's name in the plain `GDNDiT` from its name in the wrapped model (the AC and
+    torch.compile wrappers add module levels), so what is saved by name loads into any model."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
 def apply_activation_checkpointing(model: nn.Module, keep_attention: bool = False) -> None:
     """Wrap every transformer block so its activations are recomputed in the backward;
     `keep_attention` saves the self-attention outputs instead (`_keep_self_attention`:
@@ -304,6 +315,6 @@ def cp_context(frames: int, group: dist.ProcessGroup | None = None) -> CPContext
 
 
 __all__ = ["DistInfo", "GroupExchange", "MeshDims", "apply_activation_checkpointing", "apply_compile", "apply_fsdp",
-           "apply_ffn_frame_chunks", "single_process_group",
+           "apply_ffn_frame_chunks", "single_process_group", "unwrapped_name",
            "context_parallel_attention", "context_parallel_gdn", "cp_context", "frame_slice", "gather_tokens",
            "init_distributed", "mesh_dims", "parallelize"]

@@ -55,7 +55,7 @@ from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_check
 from .config import TrainConfig
 from .data import CaptionEncoder, ShardBatches, ShardLoader, VideoEncoder, model_inputs
 from .flow import FlowConfig, flow_matching_loss
-from .parallel import DistInfo, MeshDims, cp_context, init_distributed, mesh_dims, parallelize
+from .parallel import DistInfo, MeshDims, cp_context, init_distributed, mesh_dims, parallelize, unwrapped_name
 
 log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -69,11 +69,13 @@ in metrics.jsonl) between the forward and the backward: a rank that dies mid-ste
 
 
 class EMA:
-    """Exponential moving average of the parameters, sharded like them under FSDP2."""
+    """Exponential moving average of the parameters, sharded like them under FSDP2, keyed by the
+    plain model's parameter names (AC and compile wrappers removed: `unwrapped_name`), so a run
+    trained with either exports and resumes into any model."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
         self.decay = decay
-        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self.shadow = {unwrapped_name(name): p.detach().clone() for name, p in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
