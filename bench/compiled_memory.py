@@ -46,7 +46,7 @@ def peak_live_bytes(run: Callable[[], object]) -> int:
     return peak
 
 
-def measure(compiled: bool, frames: int) -> dict:
+def measure(compiled: bool, frames: int, ffn_frame_chunk: int | None = 1) -> dict:
     """The case in this process: step seconds and peak resident bytes above each step's start."""
     import torch
 
@@ -61,7 +61,7 @@ def measure(compiled: bool, frames: int) -> dict:
     model = GDNDiT(cfg).to(torch.bfloat16)
     model.set_gdn_backend("triton")
     parallelize(model, DistInfo(0, 1, 0, torch.device("cpu")), activation_checkpointing=True,
-                compile_blocks=compiled, fsdp=False, ffn_frame_chunk=1, keep_attention=True)
+                compile_blocks=compiled, fsdp=False, ffn_frame_chunk=ffn_frame_chunk, keep_attention=True)
     g = torch.Generator().manual_seed(0)
     image_hw = (32 * GRID[0], 32 * GRID[1])
     x0 = torch.randn(1, cfg.latent_channels, frames, *GRID, generator=g)
@@ -80,13 +80,14 @@ def measure(compiled: bool, frames: int) -> dict:
         step()
         step_s = time.perf_counter() - t0
         transient = peak_live_bytes(step)
-    return {"blocks": "compiled" if compiled else "eager", "frames": frames, "tokens": frames * GRID[0] * GRID[1],
+    return {"blocks": "compiled" if compiled else "eager", "frames": frames, "ffn_frame_chunk": ffn_frame_chunk, "tokens": frames * GRID[0] * GRID[1],
             "first_step_s": first_s, "step_s": step_s, "transient_bytes": transient}
 
 
-def _case_in_child(compiled: bool, frames: int) -> dict:
-    """`measure` in a fresh interpreter (resident memory and compile caches start clean)."""
-    code = f"import json; from wmkit.bench.compiled_memory import measure; print(json.dumps(measure({compiled}, {frames})))"
+def _case_in_child(compiled: bool, frames: int, ffn_frame_chunk: int | None) -> dict:
+    """`measure` in a fresh interpreter (allocator and compile caches start clean)."""
+    code = ("import json; from wmkit.bench.compiled_memory import measure; "
+            f"print(json.dumps(measure({compiled}, {frames}, {ffn_frame_chunk})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"case compiled={compiled} frames={frames} failed:\n{proc.stderr[-3000:]}")
@@ -96,23 +97,27 @@ def _case_in_child(compiled: bool, frames: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, nargs="+", default=[4, 8], help="latent frames of the clips")
+    parser.add_argument("--blocks", nargs="+", choices=["eager", "compiled"], default=["eager", "compiled"])
+    parser.add_argument("--ffn-frame-chunk", type=int, default=1, help="FFN recomputed this many frames at a time (0: whole clip)")
     parser.add_argument("--json", default="bench/results/compiled_memory_cpu.json")
     parser.add_argument("--md", default="bench/results/compiled_memory_cpu.md")
     args = parser.parse_args()
     import torch
 
-    cases = [_case_in_child(compiled, f) for f in args.frames for compiled in (False, True)]
+    chunk = args.ffn_frame_chunk or None
+    cases = [_case_in_child(blocks == "compiled", f, chunk) for f in args.frames for blocks in args.blocks]
     for c in cases:
         print(f"{c['blocks']:<9} {c['frames']:>3} frames: transient {c['transient_bytes'] / 1e9:.3f} GB, "
               f"step {c['step_s']:.1f} s", flush=True)
     lo, hi = min(args.frames), max(args.frames)
     per_frame = {}
     if hi > lo:
-        for blocks in ("eager", "compiled"):
+        for blocks in args.blocks:
             by = {c["frames"]: c["transient_bytes"] for c in cases if c["blocks"] == blocks}
             per_frame[blocks] = (by[hi] - by[lo]) / (hi - lo)
     summary = {"transient_per_frame_bytes": per_frame,
-               "compiled_over_eager": per_frame["compiled"] / per_frame["eager"] if per_frame else None,
+               "compiled_over_eager": per_frame["compiled"] / per_frame["eager"] if len(per_frame) == 2 else None,
+               "ffn_frame_chunk": chunk,
                "device": platform.processor() or "cpu", "torch": torch.__version__}
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"summary": summary, "cases": cases}, indent=1))

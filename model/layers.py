@@ -11,9 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .context_parallel import CPContext
+from .ffn_chunks import glu_spatial, glu_spatial_chunked
 from .frame_shift import new_history, shift_frames
 
 
@@ -146,8 +146,9 @@ class GLUMBConvTemporal(nn.Module):
     (`frame_shift`), its past taps read the carried history.
 
     `frame_chunk` (set by the trainer, `wmkit.train.parallel`): with gradients on, the spatial
-    part runs on `frame_chunk` frames at a time, each chunk checkpointed, so its 6×-wide
-    intermediates exist for one chunk at a time. Exact: the 3×3 conv never crosses frames."""
+    part runs `frame_chunk` frames at a time and its backward recomputes one chunk at a time, so
+    its 6×-wide intermediates exist for one chunk only (`model/ffn_chunks.py`). Exact: the 3×3
+    conv never crosses frames."""
 
     def __init__(self, hidden: int, inner: int, time_kernel: int) -> None:
         super().__init__()
@@ -161,13 +162,13 @@ class GLUMBConvTemporal(nn.Module):
             nn.init.zeros_(tap.weight)
 
     def spatial(self, x: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """The per-frame part: x [B, T, S, C] → expand, 3×3 depthwise, GLU, project [B, T, S, C]."""
-        B, T, S, C = x.shape
-        h = F.silu(self.expand(x))
-        h = h.reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
-        h = self.depthwise(h).permute(0, 2, 3, 1).reshape(B, T, S, -1)
-        a, gate = h.chunk(2, -1)
-        return self.project(a * F.silu(gate))
+        """The per-frame part: x [B, T, S, C] → expand, 3×3 depthwise, GLU, project [B, T, S, C];
+        with `frame_chunk` and gradients on, `frame_chunk` frames at a time (`glu_spatial_chunked`)."""
+        weights = (self.expand.weight, self.expand.bias, self.depthwise.weight, self.depthwise.bias,
+                   self.project.weight)
+        if self.frame_chunk is None or not torch.is_grad_enabled():
+            return glu_spatial(x, *weights, grid_hw)
+        return glu_spatial_chunked(x, *weights, grid_hw, self.frame_chunk)
 
     def forward(
         self, x: torch.Tensor, grid_hw: tuple[int, int], chunks: torch.Tensor, history: torch.Tensor,
@@ -178,11 +179,7 @@ class GLUMBConvTemporal(nn.Module):
 
         With `cp`, x is this rank's frame slice and chunks covers it and the frames after
         it: the taps read `reach` halo frames each side, and the history is returned as given."""
-        if self.frame_chunk is None or not torch.is_grad_enabled():
-            y = self.spatial(x, grid_hw)
-        else:
-            y = torch.cat([checkpoint(self.spatial, part, grid_hw, use_reentrant=False)
-                           for part in x.split(self.frame_chunk, 1)], 1)
+        y = self.spatial(x, grid_hw)
         past, future = (history, None) if cp is None else cp.exchange.halo(y, self.reach, self.reach)
         out = y
         for i, tap in enumerate(self.time_taps):
