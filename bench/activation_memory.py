@@ -12,7 +12,9 @@ checkpointing (AC) per block, bidirectional, at T1 and T2 latent frames of 22 ×
 an op returns that are still alive after each op: what CUDA's allocator would hold, without its
 caching. Tensors made before the step (weights, inputs) are not counted. The difference between
 T2 and T1 is the memory per latent frame, free of everything that does not grow with the clip
-(weights, gradients, the autocast weight cache). The Triton GDN op runs with its kernels replaced
+(weights, gradients, the autocast weight cache). The default T1 = 5, T2 = 8 are past 4,096 tokens,
+where the row-chunked backward temporaries of RMSNorm and the output gate (`row_chunks`) stop
+growing; a shorter T1 would count their growth as per-frame memory. The Triton GDN op runs with its kernels replaced
 by allocations of the shapes they return (`_stand_in_gdn_kernels`), so what it keeps for the
 backward is counted as on a GPU; the torch reference op would keep its per-frame loop instead.
 
@@ -41,7 +43,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
@@ -166,25 +168,33 @@ def _stand_in_gdn_kernels() -> Any:
         frame_gdn_module.frame_gdn_fwd, frame_gdn_module.frame_gdn_bwd = fwd, bwd
 
 
-def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict[str, Any]:
-    """One forward+backward of the 2-block model at `frames` latent frames under `LiveBytes`:
-    per block its retained and transient bytes, the bytes outside the blocks, the overall peak
-    and the tensors alive then (by shape and dtype)."""
+def two_block_step(frames: int, bf16_params: bool, **parallel_options: Any) -> tuple[GDNDiT, Callable[[], torch.Tensor]]:
+    """The 2-block model (module docstring; Triton GDN op) in fp32 or bf16 weights, wrapped by
+    `parallelize` with activation checkpointing and `parallel_options` on CPU, and a function
+    that computes one step's loss on a clip of `frames` 720p latent frames."""
     cfg = preset("2.6b", depth=2, softmax_blocks=(1,))
     torch.manual_seed(0)
     model = GDNDiT(cfg)
     model.set_gdn_backend("triton")
-    bf16_params = precision == "bf16_params"
     if bf16_params:
         model.to(torch.bfloat16)  # the compute of FSDP2's bf16 policy (module docstring)
-    parallelize(model, DistInfo(0, 1, 0, torch.device("cpu")), activation_checkpointing=True, compile_blocks=False,
-                fsdp=False, ffn_frame_chunk=ffn_frame_chunk)
+    parallelize(model, DistInfo(0, 1, 0, torch.device("cpu")), activation_checkpointing=True, fsdp=False,
+                **parallel_options)
     g = torch.Generator().manual_seed(0)
     image_hw = (32 * GRID[0], 32 * GRID[1])
     x0 = torch.randn(1, cfg.latent_channels, frames, *GRID, generator=g)
     cams = camera_inputs(*_clip_cameras(1, frames, image_hw), GRID, image_hw)
     text = torch.randn(1, 8, cfg.text_dim, generator=g)
     mask = torch.ones(text.shape[:2], dtype=torch.bool)
+    return model, lambda: flow_matching_loss(model, x0, cams, text, mask, FlowConfig(shift=9.95), g)
+
+
+def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict[str, Any]:
+    """One forward+backward of the 2-block model at `frames` latent frames under `LiveBytes`:
+    per block its retained and transient bytes, the bytes outside the blocks, the overall peak
+    and the tensors alive then (by shape and dtype)."""
+    bf16_params = precision == "bf16_params"
+    model, step_loss = two_block_step(frames, bf16_params, compile_blocks=False, ffn_frame_chunk=ffn_frame_chunk)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=not bf16_params)
     tracker = LiveBytes()
     for i, block in enumerate(model.blocks):
@@ -200,7 +210,7 @@ def count_step(frames: int, precision: str, ffn_frame_chunk: int | None) -> dict
     with _stand_in_gdn_kernels(), tracker:
         tracker.phase("embed")
         with autocast:
-            loss = flow_matching_loss(model, x0, cams, text, mask, FlowConfig(shift=9.95), g)
+            loss = step_loss()
         tracker.phase("loss")
         end_forward, made = tracker.live, tracker.by_phase()
         loss.backward()
@@ -259,7 +269,7 @@ def main() -> None:
                         help="autocast: fp32 weights, bf16 autocast; bf16_params: FSDP2's bf16 compute, fp32 reduce")
     parser.add_argument("--ffn-frame-chunk", type=int, default=None,
                         help="FFN recomputed in chunks of this many frames")
-    parser.add_argument("--frames", type=int, nargs=2, default=[2, 5], help="the two clip lengths counted")
+    parser.add_argument("--frames", type=int, nargs=2, default=[5, 8], help="the two clip lengths counted")
     parser.add_argument("--out", default=None, help="also write the counts and the estimate to this JSON")
     args = parser.parse_args()
     t0 = time.perf_counter()

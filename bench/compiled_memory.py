@@ -27,7 +27,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-GRID = (22, 40)
 
 
 def peak_live_bytes(run: Callable[[], object]) -> int:
@@ -47,30 +46,14 @@ def peak_live_bytes(run: Callable[[], object]) -> int:
 
 
 def measure(compiled: bool, frames: int, ffn_frame_chunk: int | None = 1) -> dict:
-    """The case in this process: step seconds and peak resident bytes above each step's start."""
-    import torch
+    """The case in this process: first and second step seconds, the third step's transient bytes."""
+    from wmkit.bench.activation_memory import GRID, _stand_in_gdn_kernels, two_block_step
 
-    from wmkit.bench.activation_memory import _stand_in_gdn_kernels
-    from wmkit.bench.train import _clip_cameras
-    from wmkit.model import GDNDiT, camera_inputs, preset
-    from wmkit.train.flow import FlowConfig, flow_matching_loss
-    from wmkit.train.parallel import DistInfo, parallelize
-
-    cfg = preset("2.6b", depth=2, softmax_blocks=(1,))
-    torch.manual_seed(0)
-    model = GDNDiT(cfg).to(torch.bfloat16)
-    model.set_gdn_backend("triton")
-    parallelize(model, DistInfo(0, 1, 0, torch.device("cpu")), activation_checkpointing=True,
-                compile_blocks=compiled, fsdp=False, ffn_frame_chunk=ffn_frame_chunk, keep_attention=True)
-    g = torch.Generator().manual_seed(0)
-    image_hw = (32 * GRID[0], 32 * GRID[1])
-    x0 = torch.randn(1, cfg.latent_channels, frames, *GRID, generator=g)
-    cams = camera_inputs(*_clip_cameras(1, frames, image_hw), GRID, image_hw)
-    text = torch.randn(1, 8, cfg.text_dim, generator=g)
-    mask = torch.ones(text.shape[:2], dtype=torch.bool)
+    _, step_loss = two_block_step(frames, True, compile_blocks=compiled, ffn_frame_chunk=ffn_frame_chunk,
+                                  keep_attention=True)
 
     def step() -> None:
-        flow_matching_loss(model, x0, cams, text, mask, FlowConfig(shift=9.95), g).backward()
+        step_loss().backward()
 
     with _stand_in_gdn_kernels():
         t0 = time.perf_counter()
@@ -80,8 +63,8 @@ def measure(compiled: bool, frames: int, ffn_frame_chunk: int | None = 1) -> dic
         step()
         step_s = time.perf_counter() - t0
         transient = peak_live_bytes(step)
-    return {"blocks": "compiled" if compiled else "eager", "frames": frames, "ffn_frame_chunk": ffn_frame_chunk, "tokens": frames * GRID[0] * GRID[1],
-            "first_step_s": first_s, "step_s": step_s, "transient_bytes": transient}
+    return {"blocks": "compiled" if compiled else "eager", "frames": frames, "ffn_frame_chunk": ffn_frame_chunk,
+            "tokens": frames * GRID[0] * GRID[1], "first_step_s": first_s, "step_s": step_s, "transient_bytes": transient}
 
 
 def _case_in_child(compiled: bool, frames: int, ffn_frame_chunk: int | None) -> dict:
