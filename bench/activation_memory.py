@@ -12,11 +12,12 @@ checkpointing (AC) per block, bidirectional, at T1 and T2 latent frames of 22 ×
 an op returns that are still alive after each op: what CUDA's allocator would hold, without its
 caching. Tensors made before the step (weights, inputs) are not counted. The difference between
 T2 and T1 is the memory per latent frame, free of everything that does not grow with the clip
-(weights, gradients, the autocast weight cache). The default T1 = 5, T2 = 8 are past 4,096 tokens,
-where the row-chunked backward temporaries of RMSNorm and the output gate (`row_chunks`) stop
-growing; a shorter T1 would count their growth as per-frame memory. The Triton GDN op runs with its kernels replaced
-by allocations of the shapes they return (`_stand_in_gdn_kernels`), so what it keeps for the
-backward is counted as on a GPU; the torch reference op would keep its per-frame loop instead.
+(weights, gradients, the autocast weight cache). The default T1 = 5, T2 = 8 are past 4,096
+tokens, where the row-chunked backward temporaries of RMSNorm and the output gate (`row_chunks`)
+stop growing; a shorter T1 would count their growth as per-frame memory. The Triton GDN op runs
+with its kernels replaced by allocations of the shapes they return (`_stand_in_gdn_kernels`), so
+what it keeps for the backward is counted as on a GPU; the torch reference op would keep its
+per-frame loop instead.
 
 Per block type it reports: `retained` — bytes a block's forward leaves alive until the backward
 (its output, the next block's AC input, plus anything the AC does not discard) and `transient` —

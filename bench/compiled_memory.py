@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable
 
 
-
 def peak_live_bytes(run: Callable[[], object]) -> int:
     """The most bytes `run()` held allocated at once above what was allocated when it began: the
     CPU allocator's allocations and frees in order, as torch.profiler records them (inductor's

@@ -31,8 +31,9 @@ Cases:
   and the fraction of step time spent waiting for data (goal: below 5 %).
 
 The `summary` holds `mfu_2p6b`, `peak_mem_gb_2p6b` (of the fastest AdamW case, named by
-`case_2p6b`), `loader_stall_fraction` (worst case) and `device`. With `--smoke` the "2p6b" step runs the tiny preset at a small shape on CPU
-(to keep this script tested), marked by `"smoke": true`.
+`case_2p6b`), `loader_stall_fraction` (worst case) and `device`. With `--smoke` the "2p6b"
+step runs the tiny preset at a small shape on CPU (to keep this script tested), marked by
+`"smoke": true`.
 """
 
 from __future__ import annotations

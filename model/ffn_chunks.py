@@ -24,15 +24,23 @@ import torch
 import torch.nn.functional as F
 
 
+def _gate_inputs(x: torch.Tensor, expand_w: torch.Tensor, expand_b: torch.Tensor, dw_w: torch.Tensor,
+                 dw_b: torch.Tensor, grid_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    """x [B, T, S, C] → (u [N, 2I] the expand output, h [B·T, 2I, H', W'] the conv input, and the
+    GLU halves a, g [N, I]) over its N = B·T·S tokens: what the backward recomputes."""
+    B, T, S, C = x.shape
+    u = F.linear(x.reshape(-1, C), expand_w, expand_b)
+    h = F.silu(u).reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
+    c = F.conv2d(h, dw_w, dw_b, padding=1, groups=h.shape[1]).permute(0, 2, 3, 1).reshape(B * T * S, -1)
+    a, g = c.chunk(2, -1)
+    return u, h, a, g
+
+
 def glu_spatial(x: torch.Tensor, expand_w: torch.Tensor, expand_b: torch.Tensor, dw_w: torch.Tensor,
                 dw_b: torch.Tensor, project_w: torch.Tensor, grid_hw: tuple[int, int]) -> torch.Tensor:
     """x [B, T, S, C] → expand + SiLU, 3×3 depthwise conv per frame, GLU, project [B, T, S, C_out]."""
-    B, T, S, _ = x.shape
-    h = F.silu(F.linear(x, expand_w, expand_b))
-    h = h.reshape(B * T, *grid_hw, -1).permute(0, 3, 1, 2)
-    h = F.conv2d(h, dw_w, dw_b, padding=1, groups=h.shape[1]).permute(0, 2, 3, 1).reshape(B, T, S, -1)
-    a, gate = h.chunk(2, -1)
-    return F.linear(a * F.silu(gate), project_w)
+    _, _, a, g = _gate_inputs(x, expand_w, expand_b, dw_w, dw_b, grid_hw)
+    return F.linear(a * F.silu(g), project_w).reshape(*x.shape[:-1], -1)
 
 
 @torch.library.custom_op("wmkit::glu_spatial_chunked", mutates_args=())
@@ -56,11 +64,7 @@ def _backward_op(grad: torch.Tensor, x: torch.Tensor, expand_w: torch.Tensor, ex
     acc = [torch.zeros_like(w, dtype=torch.promote_types(w.dtype, torch.float32)) for w in weights]
     for xc, gc, dxc in zip(x.split(frames, 1), grad.split(frames, 1), dx.split(frames, 1)):
         B, T, S, C = xc.shape
-        xf = xc.reshape(-1, C)
-        u = F.linear(xf, expand_w, expand_b)
-        h = F.silu(u).reshape(B * T, grid_h, grid_w, -1).permute(0, 3, 1, 2)
-        c = F.conv2d(h, dw_w, dw_b, padding=1, groups=h.shape[1]).permute(0, 2, 3, 1).reshape(B * T * S, -1)
-        a, g = c.chunk(2, -1)
+        u, h, a, g = _gate_inputs(xc, expand_w, expand_b, dw_w, dw_b, (grid_h, grid_w))
         m = a * F.silu(g)
         dout = gc.reshape(-1, gc.shape[-1])
         acc[4] += dout.t() @ m
@@ -73,7 +77,7 @@ def _backward_op(grad: torch.Tensor, x: torch.Tensor, expand_w: torch.Tensor, ex
         acc[3] += d_db
         du = torch.ops.aten.silu_backward(dh.permute(0, 2, 3, 1).reshape(B * T * S, -1), u)
         dxc.copy_((du @ expand_w).reshape(B, T, S, C))
-        acc[0] += du.t() @ xf
+        acc[0] += du.t() @ xc.reshape(-1, C)
         acc[1] += du.sum(0, dtype=acc[1].dtype)
     return (dx, *(a.to(w.dtype) for a, w in zip(acc, weights)))
 
