@@ -15,13 +15,13 @@ def sync(device: torch.device) -> None:
 
 
 def top_operators(run: Callable[[], object], device: torch.device, row_limit: int) -> str:
-    """torch.profiler's top `row_limit` operators of one `run()`, by GPU time on CUDA and by CPU
-    time elsewhere: where the time of that call goes."""
+    """torch.profiler's top `row_limit` operators of one `run()`, by their own (self) GPU time on
+    CUDA and CPU time elsewhere: where the time of that call goes, each kernel counted once."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         run()
         sync(device)
-    sort = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=row_limit)
