@@ -12,7 +12,7 @@ Cases:
   880 tokens (704×1280 px), AdamW, FSDP2's bf16 mixed precision on one process (fp32 weights,
   gradients and AdamW states, fused AdamW; bf16 blocks and AC inputs; no autocast), AC per
   block that keeps the self-attention outputs (`keep_attention`) with the FFN recomputed
-  inside it in chunks of `FFN_FRAME_CHUNK` frames (`bench/activation_memory.py` counts what
+  inside it in chunks of `--ffn-frame-chunk` frames (`bench/activation_memory.py` counts what
   each saves). Before timing, the loss and
   every gradient must be finite (no speed is reported on a red gate). Reported: step time,
   tokens/s, peak memory (against the article's 74.7 GB), and MFU = model FLOPs / (step time
@@ -27,6 +27,9 @@ Cases:
   of one step by GPU time (where the step's time goes). A case name ending in `_compiled`
   (`121f_adamw_compiled`) also `torch.compile`s each checkpointed block whole (inductor fuses
   the elementwise work; the GDN op is an opaque custom op; `train.parallel.parallelize`).
+  Timed: the median of 5 steps after one warm-up step, with Python's automatic garbage
+  collector off as in the trainer (`trainer.manual_gc`); `first_step_s` is the gate step,
+  compilation included.
 - `loader_tiny`, `loader_small` — `wmkit.train.train` on generated latent shards: samples/s
   and the fraction of step time spent waiting for data (goal: below 5 %).
 
@@ -59,13 +62,13 @@ from wmkit.model.config import DiTConfig
 from wmkit.train.config import run_preset
 from wmkit.train.flow import FlowConfig, flow_matching_loss
 from wmkit.train.parallel import DistInfo, parallelize
-from wmkit.train.trainer import train
+from wmkit.train.trainer import manual_gc, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from device_timing import sync, top_operators  # noqa: E402  (bench/device_timing.py)
 
 H100_BF16_DENSE_FLOPS = 989e12
-FFN_FRAME_CHUNK = 4  # 3,520 tokens per FFN recomputation: ~0.5 GB of 6×-wide intermediates
+FFN_FRAME_CHUNK = 8  # 7,040 tokens per FFN recomputation: ~1 GB of 6×-wide intermediates
 ARTICLE_PEAK_MEM_GB = 74.7
 MEMORY_CAP_GB = 80.0
 
@@ -109,7 +112,8 @@ def _clip_cameras(B: int, frames: int, image_hw: tuple[int, int]) -> tuple[torch
 
 
 def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torch.device, steps: int,
-               warmup: int, optimizer: bool = True, profile: bool = False, compiled: bool = False) -> dict:
+               warmup: int, optimizer: bool = True, profile: bool = False, compiled: bool = False,
+               ffn_frame_chunk: int = FFN_FRAME_CHUNK) -> dict:
     """Time training steps of one clip on one device (see `step_2p6b` in the module docstring):
     forward, backward, grad clip and, with `optimizer`, AdamW (whose fp32 states, 8 bytes a
     parameter, FSDP shards over ranks)."""
@@ -118,7 +122,7 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
     model = GDNDiT(cfg).to(device)
     params = sum(p.numel() for p in model.parameters())
     parallelize(model, DistInfo(0, 1, 0, device), activation_checkpointing=True, compile_blocks=compiled, fsdp=True,
-                param_dtype=torch.bfloat16, ffn_frame_chunk=FFN_FRAME_CHUNK, keep_attention=True)
+                param_dtype=torch.bfloat16, ffn_frame_chunk=ffn_frame_chunk, keep_attention=True)
     optim = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=device.type == "cuda") if optimizer else None
     g = torch.Generator(device=device).manual_seed(0)
     Hl, Wl = grid
@@ -154,16 +158,18 @@ def bench_step(model_name: str, frames: int, grid: tuple[int, int], device: torc
         torch.cuda.reset_peak_memory_stats(device)
     sync(device)
     times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+    with manual_gc():  # as the trainer runs: no full collection stalls the CPU mid-step
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            step()
+            sync(device)
+            times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)
     flops = model_flops(cfg, params, frames, Hl * Wl)
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     result = {"model": model_name, "optimizer": "AdamW" if optimizer else "none (forward+backward+clip)",
               "blocks": ("compiled" if compiled else "eager") + ", AC keeping attention outputs",
+              "ffn_frame_chunk": ffn_frame_chunk,
               "params": params, "latent_frames": frames, "tokens_per_frame": Hl * Wl,
               "tokens": frames * Hl * Wl, "first_step_s": first_step_s, "step_s": step_s, "step_times_s": times,
               "tokens_per_s": frames * Hl * Wl / step_s, "model_tflops_per_step": flops / 1e12,
@@ -215,14 +221,15 @@ def bench_loader(model_name: str, frames: int, grid: tuple[int, int], steps: int
             "samples_per_s": sum(batch_size for _ in timed) / total, "stall_fraction": wait / total}
 
 
-def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, compiled: bool, queue) -> None:
+def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, compiled: bool, ffn_frame_chunk: int,
+               queue) -> None:
     device = torch.device("cuda", 0)
     total = torch.cuda.get_device_properties(device).total_memory
     if total > cap_gb * 1e9:
         torch.cuda.set_per_process_memory_fraction(cap_gb * 1e9 / total, device)
     try:
-        result = bench_step("2.6b", frames, (22, 40), device, steps=3, warmup=1, optimizer=optimizer, profile=profile,
-                            compiled=compiled)
+        result = bench_step("2.6b", frames, (22, 40), device, steps=5, warmup=1, optimizer=optimizer, profile=profile,
+                            compiled=compiled, ffn_frame_chunk=ffn_frame_chunk)
         queue.put({**result, "memory_cap_gb": min(cap_gb, total / 1e9)})
     except torch.OutOfMemoryError as err:
         queue.put({"model": "2.6b", "latent_frames": frames, "optimizer": "AdamW" if optimizer else "none",
@@ -232,13 +239,13 @@ def _step_case(frames: int, optimizer: bool, cap_gb: float, profile: bool, compi
 
 
 def bench_step_or_oom(frames: int, optimizer: bool, cap_gb: float = MEMORY_CAP_GB, profile: bool = False,
-                      compiled: bool = False) -> dict:
+                      compiled: bool = False, ffn_frame_chunk: int = FFN_FRAME_CHUNK) -> dict:
     """`bench_step` of the 2.6b preset on `frames` latent frames of 720p in a fresh process (so
     one case's memory never leaks into the next) whose allocator may use at most `cap_gb`;
     an out-of-memory is recorded with its peak."""
     ctx = torch.multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_step_case, args=(frames, optimizer, cap_gb, profile, compiled, queue))
+    proc = ctx.Process(target=_step_case, args=(frames, optimizer, cap_gb, profile, compiled, ffn_frame_chunk, queue))
     proc.start()
     while True:  # poll, so that a child that dies without a result (a crash) is reported at once
         try:
@@ -256,13 +263,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="CPU-sized run of every case (tiny model, few steps)")
     parser.add_argument("--out", default="bench/results/train.json", help="results JSON")
-    parser.add_argument("--steps-2p6b", default="121f_adamw,121f_fwdbwd",
+    parser.add_argument("--steps-2p6b", default="121f_adamw_compiled,121f_adamw",
                         help="which 2.6b cases to run, in order (FRAMESf_adamw or FRAMESf_fwdbwd, + _compiled "
                              "for torch.compile'd blocks)")
     parser.add_argument("--no-loaders", action="store_true", help="skip the loader cases")
     parser.add_argument("--memory-cap-gb", type=float, default=MEMORY_CAP_GB,
                         help="allocator limit of a 2.6b case on a larger GPU (default: 80, an H100's budget)")
     parser.add_argument("--profile", action="store_true", help="add one profiled step to each 2.6b case")
+    parser.add_argument("--ffn-frame-chunk", type=int, default=FFN_FRAME_CHUNK,
+                        help="latent frames per FFN recomputation chunk in the 2.6b cases")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
@@ -303,7 +312,7 @@ def main() -> None:
         for case in args.steps_2p6b.split(","):
             frames, kind = case.split("f_")
             record(f"step_2p6b_{case}", bench_step_or_oom(int(frames), kind.startswith("adamw"), args.memory_cap_gb,
-                                                           args.profile, kind.endswith("_compiled")))
+                                                           args.profile, kind.endswith("_compiled"), args.ffn_frame_chunk))
         if not args.no_loaders:
             record("loader_tiny", bench_loader("tiny", 3, (8, 12), steps=200, batch_size=8, num_workers=4))
             record("loader_small", bench_loader("small", 7, (8, 12), steps=100, batch_size=4, num_workers=4))

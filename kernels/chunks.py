@@ -15,6 +15,14 @@ FIRST_CHUNK = 4
 NEXT_CHUNK = 3
 
 
+def small_tensor(values: list, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
+    """A small tensor of Python values on `device`, copied without waiting for the device:
+    `torch.tensor(values, device=cuda)` synchronises the stream (its copy is blocking), which
+    inside a training step drains the GPU's queue once per call. A copy from pageable memory
+    with `non_blocking` stages the values at once, so the CPU tensor may go right after."""
+    return torch.tensor(values, dtype=dtype).to(device, non_blocking=True)
+
+
 def chunk_sizes_for(T: int) -> list[int]:
     """Frames per chunk for T frames: first 4, then 3; a tail shorter than 3 merges
     into the previous chunk; T <= 4 is one chunk (chunk-causal equals bidirectional).
@@ -66,4 +74,4 @@ def reverse_chunk_ends(mode: str, chunk_sizes: list[int] | None, T: int) -> list
 def reverse_reset_flags(mode: str, chunk_sizes: list[int] | None, T: int, device: torch.device | str) -> torch.Tensor | None:
     """[T] int32 form of `reverse_chunk_ends` for the kernels, or None in causal mode."""
     ends = reverse_chunk_ends(mode, chunk_sizes, T)
-    return None if ends is None else torch.tensor(ends, dtype=torch.int32, device=device)
+    return None if ends is None else small_tensor(ends, torch.int32, device)

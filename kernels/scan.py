@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 import torch
 import torch.distributed as dist
 
+from .chunks import small_tensor
 from .reference import frame_grams
 from .validate import Mode
 
@@ -77,7 +78,7 @@ def reverse_frame_maps(maps: FrameMaps, continues: list[bool]) -> FrameMaps:
     R_t, or 0 where frame t starts a chunk (t − 1 ends one). continues: [T] per frame, True
     where it lies in the chunk of the frame before it (for frame 0: the previous rank's last
     frame). Zeroed maps make the reset part of the composition, so slices may cut chunks."""
-    keep = torch.tensor(continues, dtype=maps.A.dtype, device=maps.A.device).view(1, 1, -1, 1, 1)
+    keep = small_tensor(continues, maps.A.dtype, maps.A.device).view(1, 1, -1, 1, 1)
     return FrameMaps(*((x * keep).flip(2) for x in maps))
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import torch
 
+from wmkit.kernels.chunks import small_tensor
+
 
 def chunk_ids(chunk_sizes: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
-    """[T] chunk index of every frame."""
-    return torch.repeat_interleave(torch.arange(len(chunk_sizes), device=device), torch.tensor(chunk_sizes, device=device))
+    """[T] chunk index of every frame (built on the host: no device sync)."""
+    return small_tensor([i for i, size in enumerate(chunk_sizes) for _ in range(size)], torch.int64, device)
 
 
 def shift_frames(

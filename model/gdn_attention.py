@@ -41,19 +41,26 @@ GDNBackend = Literal["auto", "triton", "reference"]
 AttentionMode = Literal["bidirectional", "chunk_causal"]
 
 
-def _reference_op(*args: torch.Tensor, **kwargs: object) -> object:
-    """`frame_gdn_ref`; under torch.compile without its value checks, whose host syncs would
-    break the graph (the Triton op is a custom op that dynamo leaves opaque, checks and all)."""
-    return frame_gdn_ref(*args, check_values=not torch.compiler.is_compiling(), **kwargs)
+def _checked_eagerly(op: Callable[..., object]) -> Callable[..., object]:
+    """`op` with its value checks (gamma range, NaN in the inputs) in eager mode only: under
+    torch.compile their host syncs would break the reference's graph and, in the Triton custom
+    op, drain the GPU's queue twice a call; there the trainer's non-finite gradient-norm check
+    stops a diverged step instead."""
+    def call(*args: torch.Tensor, **kwargs: object) -> object:
+        return op(*args, check_values=not torch.compiler.is_compiling(), **kwargs)
+    return call
+
+
+_TRITON_OP, _REFERENCE_OP = _checked_eagerly(frame_gdn), _checked_eagerly(frame_gdn_ref)
 
 
 def gdn_op(backend: GDNBackend, device: torch.device) -> Callable[..., object]:
     """The frame-wise GDN function to call: "auto" takes the Triton op on CUDA and the
     torch reference elsewhere (the interpreter is far too slow for model shapes)."""
     if backend == "triton" or (backend == "auto" and device.type == "cuda"):
-        return frame_gdn
+        return _TRITON_OP
     if backend in ("auto", "reference"):
-        return _reference_op
+        return _REFERENCE_OP
     raise ValueError(f"unknown GDN backend {backend!r}; choose 'auto', 'triton' or 'reference'")
 
 

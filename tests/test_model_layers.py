@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
+from _gdn_fixtures import gdn_inputs
 from wmkit.model.frame_shift import chunk_ids, empty_history
-from wmkit.model.gdn_attention import FrameConv
+from wmkit.model.gdn_attention import FrameConv, gdn_op
 from wmkit.model.positional import apply_rope, rope_tables
 
 
@@ -45,3 +47,21 @@ def test_rope_rotates_relative_positions():
     torch.testing.assert_close(qr.norm(dim=-1), expand(q)[0].norm(dim=-1))  # rotations keep norms
     later = rope_tables(12, (3, 5), (2, 3), 10000.0)
     torch.testing.assert_close(later[0], cos[3:])  # a rollout chunk rotates as in the full clip
+
+
+def test_chunk_ids_number_the_frames_of_each_chunk():
+    assert chunk_ids([4, 3, 4]).tolist() == [0] * 4 + [1] * 3 + [2] * 4
+    assert chunk_ids([1]).dtype == torch.int64
+
+
+def test_gdn_value_checks_run_eagerly_and_stay_out_of_compiled_graphs():
+    """Eager calls reject gamma outside (0, 1]; a compiled call has no host sync to break on."""
+    q, k, v, beta, gamma, q_rot, k_rot = gdn_inputs(1, 3, 4, 2, 4, 4, requires_grad=False)
+    op = gdn_op("reference", torch.device("cpu"))
+    bad = gamma.clone()
+    bad[0, 1, 0] = 1.5
+    with pytest.raises(ValueError, match=r"gamma\[0, 1, 0\] = 1.5"):
+        op(q, k, v, beta, bad, q_rot, k_rot, mode="bidirectional")
+    compiled = torch.compile(lambda g: op(q, k, v, beta, g, q_rot, k_rot, mode="bidirectional"),
+                             backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(gamma), op(q, k, v, beta, gamma, q_rot, k_rot, mode="bidirectional"))

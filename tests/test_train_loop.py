@@ -4,6 +4,7 @@ from video shards (stand-in VAE, tiny text encoder), logs and plots; config over
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 
 import pytest
@@ -14,7 +15,7 @@ from _train_fixtures import clip_sample, write_shards
 from wmkit.model.random_weights import save_tiny_text_encoder
 from wmkit.train import cli
 from wmkit.train.config import TrainConfig, apply_overrides, run_preset
-from wmkit.train.trainer import train
+from wmkit.train.trainer import _clip_gradients, manual_gc, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -34,6 +35,7 @@ def test_tiny_model_learns_camera_motion_clips(tmp_path, single_thread):
     assert ckpts == ["step-00000020", "step-00000040", "step-00000060"]
     # a finished run resumes at its last step and does nothing more
     assert train(cfg) == []
+    assert gc.isenabled()  # the trainer turns Python's collector back on
 
 
 def test_cli_trains_from_video_shards_and_plots(tmp_path, single_thread, capsys):
@@ -99,3 +101,21 @@ def test_bf16_params_trains_on_one_process_and_resumes_exactly(tmp_path, single_
 def test_bf16_params_needs_fsdp():
     with pytest.raises(ValueError, match="needs fsdp=true"):
         TrainConfig(model="tiny", shards="x", precision="bf16_params", fsdp=False)
+
+
+def test_non_finite_gradient_norm_stops_before_the_optimizer_step():
+    layer = torch.nn.Linear(3, 2)
+    layer(torch.ones(1, 3)).sum().backward()
+    layer.weight.grad[0, 0] = float("nan")
+    with pytest.raises(RuntimeError, match="step 7: the gradient norm is not finite"):
+        _clip_gradients(layer, 0.5, step=7)
+    layer.weight.grad[0, 0] = 0.0
+    assert float(_clip_gradients(layer, None, step=8)) > 0
+
+
+def test_manual_gc_is_off_inside_and_back_on_after_an_error():
+    with pytest.raises(KeyError):
+        with manual_gc():
+            assert not gc.isenabled()
+            raise KeyError("boom")
+    assert gc.isenabled()

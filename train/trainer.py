@@ -31,13 +31,14 @@ rank fail with the environment variable ``WMKIT_TRAIN_FAULT=RANK:STEP`` (`FAULT_
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
 import resource
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -140,6 +141,30 @@ def _mean_over_ranks(value: float, info: DistInfo) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=info.device)
     dist.all_reduce(t)
     return t.item() / info.world_size
+
+
+@contextlib.contextmanager
+def manual_gc() -> Iterator[None]:
+    """Python's automatic cyclic garbage collector off inside (titan does the same): a full
+    collection over the many objects of a large model stalls the CPU that feeds the GPU at
+    random steps, a few hundred ms each; the loop collects the young generations itself."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _clip_gradients(model: torch.nn.Module, max_norm: float | None, step: int) -> torch.Tensor:
+    """Clip the gradients to `max_norm` (None: no clipping) and return their norm; a NaN or
+    infinite norm raises before the optimiser step (one host sync a step), so a diverged
+    step never reaches the weights and the last checkpoint stays good."""
+    try:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm or float("inf"), error_if_nonfinite=True)
+    except RuntimeError as err:
+        raise RuntimeError(f"step {step}: the gradient norm is not finite (a diverged step or bad input); stopped "
+                           f"before the optimiser step, so the weights and the last checkpoint are unaffected") from err
 
 
 def _clip_loss(share: torch.Tensor, dims: MeshDims) -> float:
@@ -250,66 +275,69 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
     last_ckpt = found[-1] if found else None
     step = counters["step"]
     model.train()
-    try:
-        while counters["step"] < cfg.steps:
-            step = counters["step"]
-            t0 = time.perf_counter()
-            batch = next(batches)
-            inputs = model_inputs(batch, info.device, vae=vae, text_encoder=text_encoder,
-                                  translation_scale=cfg.dit.ucpe_translation_scale)
-            t_data = time.perf_counter()
+    with manual_gc():
+        try:
+            while counters["step"] < cfg.steps:
+                step = counters["step"]
+                t0 = time.perf_counter()
+                batch = next(batches)
+                inputs = model_inputs(batch, info.device, vae=vae, text_encoder=text_encoder,
+                                      translation_scale=cfg.dit.ucpe_translation_scale)
+                t_data = time.perf_counter()
 
-            lr = learning_rate(step, cfg)
-            for group in optim.param_groups:
-                group["lr"] = lr
-            B, _, T, Hl, Wl = inputs.latents.shape
-            cp = None if dims.cp_group is None else cp_context(T, dims.cp_group)
-            with autocast:
-                loss = flow_matching_loss(model, inputs.latents, inputs.cameras, inputs.text, inputs.text_mask,
-                                          flow, generator, mode=cfg.mode, cp=cp)
-            if step + 1 == fault_step:
-                raise RuntimeError(f"injected fault ({FAULT_ENV}={os.environ[FAULT_ENV]})")
-            (loss if cp is None else loss * dims.cp).backward()  # see the module docstring
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            optim.step()
-            optim.zero_grad(set_to_none=True)
-            ema.update(model)
-            if info.device.type == "cuda":
-                torch.cuda.synchronize(info.device)
-            t_end = time.perf_counter()
+                lr = learning_rate(step, cfg)
+                for group in optim.param_groups:
+                    group["lr"] = lr
+                B, _, T, Hl, Wl = inputs.latents.shape
+                cp = None if dims.cp_group is None else cp_context(T, dims.cp_group)
+                with autocast:
+                    loss = flow_matching_loss(model, inputs.latents, inputs.cameras, inputs.text, inputs.text_mask,
+                                              flow, generator, mode=cfg.mode, cp=cp)
+                if step + 1 == fault_step:
+                    raise RuntimeError(f"injected fault ({FAULT_ENV}={os.environ[FAULT_ENV]})")
+                (loss if cp is None else loss * dims.cp).backward()  # see the module docstring
+                grad_norm = _clip_gradients(model, cfg.grad_clip, step)
+                optim.step()
+                optim.zero_grad(set_to_none=True)
+                ema.update(model)
+                if info.device.type == "cuda":
+                    torch.cuda.synchronize(info.device)
+                t_end = time.perf_counter()
 
-            counters["step"] = step + 1
-            counters["samples"] += B * dims.dp
-            counters["tokens"] += B * T * Hl * Wl * dims.dp
-            wait_total, time_total = wait_total + (t_data - t0), time_total + (t_end - t0)
-            loss_value = _mean_over_ranks(_clip_loss(loss, dims), info)  # cp ranks agree: the mean over dp
-            if counters["step"] % cfg.log_every == 0 or counters["step"] == cfg.steps:
-                norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-                bad = sum(loader.bad_counts().values())
-                row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(norm),
-                       "samples_per_s": B * dims.dp / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * dims.dp / (t_end - t0),
-                       "step_time_s": t_end - t0, "data_wait_s": t_data - t0, "stall_fraction": wait_total / time_total,
-                       "mem_gb": peak_memory_gb(info.device), "bad_samples": round(_mean_over_ranks(bad, info) * dims.dp),
-                       "samples": counters["samples"]}
-                metrics.write(row)
-                if info.rank == 0:
-                    rows.append(row)
-                bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-            bar.update(1)
+                counters["step"] = step + 1
+                counters["samples"] += B * dims.dp
+                counters["tokens"] += B * T * Hl * Wl * dims.dp
+                wait_total, time_total = wait_total + (t_data - t0), time_total + (t_end - t0)
+                loss_value = _mean_over_ranks(_clip_loss(loss, dims), info)  # cp ranks agree: the mean over dp
+                if counters["step"] % cfg.log_every == 0 or counters["step"] == cfg.steps:
+                    norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+                    bad = sum(loader.bad_counts().values())
+                    row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(norm),
+                           "samples_per_s": B * dims.dp / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * dims.dp / (t_end - t0),
+                           "step_time_s": t_end - t0, "data_wait_s": t_data - t0, "stall_fraction": wait_total / time_total,
+                           "mem_gb": peak_memory_gb(info.device), "bad_samples": round(_mean_over_ranks(bad, info) * dims.dp),
+                           "samples": counters["samples"]}
+                    metrics.write(row)
+                    if info.rank == 0:
+                        rows.append(row)
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+                bar.update(1)
 
-            if counters["step"] % cfg.ckpt_every == 0 or counters["step"] == cfg.steps:
-                parts = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim),
-                         "ema": ema.state_dict(), "train": dict(counters)}
-                mine = {"rng": rng_state(generator), "data": json.dumps(loader.state_dict())}
-                last_ckpt = save_checkpoint(ckpt_root, counters["step"], parts, mine, cfg.to_dict(), cfg.hash(),
-                                            cfg.keep_last)
-            if on_step is not None:
-                on_step(counters["step"], loss_value)
-    except Exception as err:
-        # torchrun names the rank only by exit code; this line says where and what, and where to resume.
-        resume = f"resume from {last_ckpt}" if last_ckpt else "no checkpoint yet"
-        log.error("rank %d failed at step %d (%s): %s: %s", info.rank, step + 1, resume, type(err).__name__, err)
-        raise
+                if counters["step"] % cfg.ckpt_every == 0 or counters["step"] == cfg.steps:
+                    parts = {"model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim),
+                             "ema": ema.state_dict(), "train": dict(counters)}
+                    mine = {"rng": rng_state(generator), "data": json.dumps(loader.state_dict())}
+                    last_ckpt = save_checkpoint(ckpt_root, counters["step"], parts, mine, cfg.to_dict(), cfg.hash(),
+                                                cfg.keep_last)
+                if counters["step"] % cfg.gc_every == 0:
+                    gc.collect(1)
+                if on_step is not None:
+                    on_step(counters["step"], loss_value)
+        except Exception as err:
+            # torchrun names the rank only by exit code; this line says where and what, and where to resume.
+            resume = f"resume from {last_ckpt}" if last_ckpt else "no checkpoint yet"
+            log.error("rank %d failed at step %d (%s): %s: %s", info.rank, step + 1, resume, type(err).__name__, err)
+            raise
     bar.close()
     metrics.close()
     return rows
