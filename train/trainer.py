@@ -147,7 +147,7 @@ def _mean_over_ranks(value: float, info: DistInfo) -> float:
 def manual_gc() -> Iterator[None]:
     """Python's automatic cyclic garbage collector off inside (titan does the same): a full
     collection over the many objects of a large model stalls the CPU that feeds the GPU at
-    random steps, a few hundred ms each; the loop collects the young generations itself."""
+    random steps; the loop collects the young generations itself."""
     gc.collect()
     gc.disable()
     try:
