@@ -107,8 +107,10 @@ def test_non_finite_gradient_norm_stops_before_the_optimizer_step():
     layer = torch.nn.Linear(3, 2)
     layer(torch.ones(1, 3)).sum().backward()
     layer.weight.grad[0, 0] = float("nan")
-    with pytest.raises(RuntimeError, match="step 7: the gradient norm is not finite"):
+    before = layer.weight.grad.clone()
+    with pytest.raises(RuntimeError, match="step 7: the gradient norm is nan"):
         _clip_gradients(layer, 0.5, step=7)
+    torch.testing.assert_close(layer.weight.grad, before, equal_nan=True)  # raised before clipping
     layer.weight.grad[0, 0] = 0.0
     assert float(_clip_gradients(layer, None, step=8)) > 0
 

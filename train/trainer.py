@@ -157,14 +157,18 @@ def manual_gc() -> Iterator[None]:
 
 
 def _clip_gradients(model: torch.nn.Module, max_norm: float | None, step: int) -> torch.Tensor:
-    """Clip the gradients to `max_norm` (None: no clipping) and return their norm; a NaN or
-    infinite norm raises before the optimiser step (one host sync a step), so a diverged
-    step never reaches the weights and the last checkpoint stays good."""
-    try:
-        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm or float("inf"), error_if_nonfinite=True)
-    except RuntimeError as err:
-        raise RuntimeError(f"step {step}: the gradient norm is not finite (a diverged step or bad input); stopped "
-                           f"before the optimiser step, so the weights and the last checkpoint are unaffected") from err
+    """Clip the gradients to `max_norm` (None: no clipping) and return their total norm (a plain
+    tensor, also under FSDP2); a NaN or infinite norm raises before the optimiser step (one host
+    sync a step), so a diverged step never reaches the weights and the last checkpoint stays good."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    total = torch.nn.utils.get_total_norm([p.grad for p in params])
+    norm = total.full_tensor() if hasattr(total, "full_tensor") else total  # FSDP2: a DTensor
+    if not bool(torch.isfinite(norm)):
+        raise RuntimeError(f"step {step}: the gradient norm is {float(norm)} (a diverged step or bad input); stopped "
+                           f"before the optimiser step, so the weights and the last checkpoint are unaffected")
+    if max_norm:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return norm
 
 
 def _clip_loss(share: torch.Tensor, dims: MeshDims) -> float:
@@ -310,9 +314,8 @@ def train(cfg: TrainConfig, *, on_step: StepHook | None = None) -> list[dict[str
                 wait_total, time_total = wait_total + (t_data - t0), time_total + (t_end - t0)
                 loss_value = _mean_over_ranks(_clip_loss(loss, dims), info)  # cp ranks agree: the mean over dp
                 if counters["step"] % cfg.log_every == 0 or counters["step"] == cfg.steps:
-                    norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
                     bad = sum(loader.bad_counts().values())
-                    row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(norm),
+                    row = {"step": counters["step"], "loss": loss_value, "lr": lr, "grad_norm": float(grad_norm),
                            "samples_per_s": B * dims.dp / (t_end - t0), "tokens_per_s": B * T * Hl * Wl * dims.dp / (t_end - t0),
                            "step_time_s": t_end - t0, "data_wait_s": t_data - t0, "stall_fraction": wait_total / time_total,
                            "mem_gb": peak_memory_gb(info.device), "bad_samples": round(_mean_over_ranks(bad, info) * dims.dp),
